@@ -1,0 +1,366 @@
+"""The sample pipeline shared by every multimodal dataset of this package.
+
+A dataset subclass says where its tiles are (:meth:`MultimodalDataset._tile_paths`) and how its
+targets are read (:meth:`MultimodalDataset._read_target`); this class does the rest, in order:
+
+1. draw the sample's modality subset (:mod:`datamodules.modality_sampling`);
+2. read only the present modalities, checking band counts and that all share one grid;
+3. fill no-data pixels (NaN, infinite or the file's no-data value) with the modality mean and
+   set the semantic mask to :data:`IGNORE_INDEX` there; a modality that is no data over the
+   whole tile is treated as absent for that sample;
+4. resize to ``image_size`` (area/bilinear for images, nearest for class maps and masks);
+5. augment (:class:`datamodules.augmentation.JointAugmentation`), training only;
+6. normalize continuous modalities with the dataset's statistics;
+7. return tensors, with zeros for absent modalities (see the sample contract below).
+
+Sample contract (a ``dict``):
+
+- ``<modality>``: ``float32 [C, H, W]`` for continuous modalities (normalized), ``int64 [1, H,
+  W]`` class ids for categorical ones. Every modality of the dataset has a key; an absent one
+  holds zeros and must be ignored through ``present``.
+- ``present``: ``bool [M]``, one flag per modality in ``dataset.modalities`` order.
+- ``mask``: ``int64 [H, W]`` semantic labels, :data:`IGNORE_INDEX` where unknown or no data.
+- ``name``: tile name.
+- instance datasets add ``instance_masks`` (``bool [N, H, W]``), ``boxes`` (``float32 [N, 4]``,
+  ``x1, y1, x2, y2`` in pixels, inclusive) and ``labels`` (``int64 [N]``, classes ``0..K-1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from rasterio.windows import Window
+from torch import Tensor
+from torchgeo.datasets import NonGeoDataset
+from torchvision.ops import masks_to_boxes
+
+from datamodules.augmentation import JointAugmentation
+from datamodules.landcover import IGNORE_INDEX
+from datamodules.modality_sampling import (
+    ModalitySampler,
+    ModalitySampling,
+    check_modalities,
+    make_modality_sampler,
+)
+from datamodules.normalization import Stats, load_stats
+from datamodules.rasters import Raster, RasterGrid, read_raster
+
+
+@dataclass(frozen=True)
+class Modality:
+    """What a dataset knows about one of its modalities.
+
+    Attributes:
+        bands: number of channels the loader produces.
+        description: bands and units, for humans.
+        classes: number of classes for a categorical map, None for continuous data.
+        rgb: channels shown as red, green, blue by ``plot`` (one channel: grey).
+        file_bands: bands in the file when the loader reads only some (see ``read_bands``).
+        read_bands: 1-based bands of the file to read, None for all.
+    """
+
+    bands: int
+    description: str
+    classes: int | None = None
+    rgb: tuple[int, ...] = (0,)
+    file_bands: int | None = None
+    read_bands: tuple[int, ...] | None = None
+
+    @property
+    def categorical(self) -> bool:
+        """Whether the modality holds class ids."""
+        return self.classes is not None
+
+    @property
+    def spec(self) -> int | tuple[str, int]:
+        """The form :class:`fusion.MaskedFusionViT` takes: channels or ("categorical", n)."""
+        return ("categorical", self.classes) if self.classes is not None else self.bands
+
+
+@dataclass
+class Target:
+    """Labels of one tile, as read from disk (before resizing and augmentation).
+
+    Attributes:
+        mask: semantic labels ``[H, W]`` (uint8), :data:`IGNORE_INDEX` where unknown.
+        instance_masks: per-instance binary masks, each ``[H, W]`` uint8 (instance datasets).
+        instance_labels: class id ``0..K-1`` of each instance.
+    """
+
+    mask: np.ndarray
+    instance_masks: list[np.ndarray] | None = None
+    instance_labels: list[int] | None = None
+
+
+class MultimodalDataset(NonGeoDataset):
+    """Base class: co-registered modality rasters per tile, with random modality subsets.
+
+    Args:
+        root: dataset folder.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        modalities: modalities to use, in order (default: all of the dataset's).
+        modality_sampling: which modalities each sample shows (see
+            :mod:`datamodules.modality_sampling`); default every one.
+        image_size: resize tiles to ``image_size x image_size`` (None: native size).
+        augmentation: geometric augmentation applied to every sample, or None.
+        stats: normalization statistics (mapping or JSON path); None for ``default_stats``.
+        normalize: apply the statistics (False returns values in physical units).
+
+    Raises:
+        ValueError: for an unknown split or modality name, or an empty modality set.
+    """
+
+    all_modalities: ClassVar[dict[str, Modality]] = {}
+    default_stats: ClassVar[Stats] = {}
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    classes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        modalities: Sequence[str] | None = None,
+        modality_sampling: ModalitySampling = "all",
+        image_size: int | None = None,
+        augmentation: JointAugmentation | None = None,
+        stats: str | Path | Mapping[str, Any] | None = None,
+        normalize: bool = True,
+    ) -> None:
+        if split not in self.splits:
+            raise ValueError(f"Unknown split {split!r}; {type(self).__name__} has {self.splits}")
+        self.root = Path(root)
+        self.split = split
+        self.modalities = check_modalities(modalities, tuple(self.all_modalities))
+        self.modality_info = {m: self.all_modalities[m] for m in self.modalities}
+        self.modality_sampling = modality_sampling
+        self.image_size = image_size
+        self.augmentation = augmentation
+        self.normalize = normalize
+        self.stats = load_stats(self.default_stats if stats is None else stats)
+        missing = [
+            m
+            for m in self.modalities
+            if not self.modality_info[m].categorical and m not in self.stats
+        ]
+        if missing:
+            raise ValueError(f"Normalization statistics lack modalities {missing}")
+
+    # -- what subclasses provide -------------------------------------------------------------
+    def _tile_paths(self, index: int) -> dict[str, Path]:
+        """Path of each modality's file of tile ``index`` (every modality of the dataset)."""
+        raise NotImplementedError
+
+    def _tile_window(self, index: int) -> Window | None:
+        """Part of the files that tile ``index`` covers (default: the whole file)."""
+        return None
+
+    def _read_target(self, index: int, grid: RasterGrid, reference: Path) -> Target:
+        """Read the labels of tile ``index``, which must lie on ``grid`` (from ``reference``)."""
+        raise NotImplementedError
+
+    def tile_name(self, index: int) -> str:
+        """Name of tile ``index``."""
+        raise NotImplementedError
+
+    def _preprocess(self, name: str, data: np.ndarray) -> np.ndarray:
+        """Turn a modality's file values into the loader's units (default: float32 as read)."""
+        return data if self.modality_info[name].categorical else data.astype(np.float32)
+
+    # -- modality subsets --------------------------------------------------------------------
+    @property
+    def modality_sampling(self) -> ModalitySampler:
+        """The rule drawing each sample's modalities; assign a new rule to change it."""
+        return self._sampler
+
+    @modality_sampling.setter
+    def modality_sampling(self, spec: ModalitySampling) -> None:
+        self._sampler = make_modality_sampler(spec, self.modalities)
+
+    @property
+    def modality_specs(self) -> dict[str, int | tuple[str, int]]:
+        """Modality name -> channels or ("categorical", n): the backbone's ``modalities``."""
+        return {m: self.modality_info[m].spec for m in self.modalities}
+
+    # -- reading -----------------------------------------------------------------------------
+    def read_modalities(self, index: int, names: Sequence[str]) -> dict[str, Raster]:
+        """Read some modalities of one tile, in the loader's units, checking their grids.
+
+        Args:
+            index: tile index.
+            names: modalities to read.
+
+        Returns:
+            name -> raster (``data`` ``[C, H, W]``, no-data mask, grid).
+
+        Raises:
+            FileNotFoundError: if a file is missing.
+            datamodules.rasters.RasterError: on a wrong band count or a grid that differs
+                between the tile's files.
+        """
+        paths = self._tile_paths(index)
+        rasters: dict[str, Raster] = {}
+        grid, reference = None, None
+        window = self._tile_window(index)
+        for name in names:
+            info = self.modality_info[name]
+            raster = read_raster(
+                paths[name],
+                info.file_bands or info.bands,
+                grid,
+                reference,
+                indexes=info.read_bands,
+                window=window,
+            )
+            if grid is None:
+                grid, reference = raster.grid, paths[name]
+            data = self._preprocess(name, raster.data)
+            rasters[name] = Raster(data, raster.nodata, raster.grid)
+        return rasters
+
+    def __len__(self) -> int:
+        """Number of tiles in the split."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Load one sample (see the module docstring for its keys)."""
+        flags = self._sampler.sample()
+        names = [m for m, keep in zip(self.modalities, flags, strict=True) if keep]
+        rasters = self.read_modalities(index, names)
+        paths = self._tile_paths(index)
+        first = next(iter(rasters.values()))
+        target = self._read_target(index, first.grid, paths[names[0]])
+
+        arrays: dict[str, np.ndarray] = {}
+        for name, raster in rasters.items():
+            if raster.nodata is not None and raster.nodata.all():
+                continue  # nothing usable: the modality is absent from this sample
+            arrays[name] = self._fill_nodata(name, raster, target.mask)
+        if not arrays:
+            raise ValueError(
+                f"Tile {self.tile_name(index)!r}: every selected modality {names} is no data"
+            )
+
+        arrays, target = self._resize(arrays, target)
+        instance_masks = target.instance_masks or []
+        mask = target.mask
+        if self.augmentation is not None:
+            arrays, mask, instance_masks = self.augmentation(arrays, mask, instance_masks)
+        return self._to_sample(index, arrays, mask, instance_masks, target.instance_labels)
+
+    def _fill_nodata(self, name: str, raster: Raster, mask: np.ndarray) -> np.ndarray:
+        """``[H, W, C]`` (or ``[H, W]`` class ids) with no-data pixels filled, mask updated."""
+        data = raster.data
+        if raster.nodata is not None:
+            mask[raster.nodata] = IGNORE_INDEX
+            data = data.copy()
+            if self.modality_info[name].categorical:
+                data[:, raster.nodata] = 0
+            else:
+                fill = np.asarray(self.stats[name]["mean"], dtype=data.dtype)
+                data[:, raster.nodata] = fill[:, None]
+        if self.modality_info[name].categorical:
+            return data[0]
+        return np.ascontiguousarray(data.transpose(1, 2, 0))
+
+    def _resize(self, arrays: dict[str, np.ndarray], target: Target) -> tuple[dict, Target]:
+        """Resize images (area when shrinking, else bilinear) and labels (nearest)."""
+        size = self.image_size
+        height, width = target.mask.shape
+        if size is None or (height, width) == (size, size):
+            return arrays, target
+        smooth = cv2.INTER_AREA if size < min(height, width) else cv2.INTER_LINEAR
+
+        def nearest(a: np.ndarray) -> np.ndarray:
+            return cv2.resize(a, (size, size), interpolation=cv2.INTER_NEAREST)
+
+        resized = {}
+        for name, data in arrays.items():
+            if self.modality_info[name].categorical:
+                resized[name] = nearest(data)
+            else:
+                out = cv2.resize(data, (size, size), interpolation=smooth)
+                resized[name] = out.reshape(size, size, data.shape[2])
+        instances = target.instance_masks
+        return resized, Target(
+            nearest(target.mask),
+            None if instances is None else [nearest(m) for m in instances],
+            target.instance_labels,
+        )
+
+    def _to_sample(
+        self,
+        index: int,
+        arrays: dict[str, np.ndarray],
+        mask: np.ndarray,
+        instance_masks: list[np.ndarray],
+        instance_labels: list[int] | None,
+    ) -> dict[str, Any]:
+        """Normalize, convert to tensors and add zeros for absent modalities."""
+        height, width = mask.shape
+        sample: dict[str, Any] = {}
+        for name in self.modalities:
+            info = self.modality_info[name]
+            if name not in arrays:
+                dtype = torch.int64 if info.categorical else torch.float32
+                sample[name] = torch.zeros(info.bands, height, width, dtype=dtype)
+            elif info.categorical:
+                sample[name] = torch.from_numpy(arrays[name].astype(np.int64))[None]
+            else:
+                data = arrays[name]
+                if self.normalize:
+                    mean = np.asarray(self.stats[name]["mean"], dtype=np.float32)
+                    std = np.asarray(self.stats[name]["std"], dtype=np.float32)
+                    data = (data - mean) / std
+                sample[name] = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1)))
+        sample["present"] = torch.tensor([m in arrays for m in self.modalities])
+        sample["mask"] = torch.from_numpy(mask.astype(np.int64))
+        sample["name"] = self.tile_name(index)
+        if instance_labels is not None:
+            sample.update(_instances_to_tensors(instance_masks, instance_labels, height, width))
+        return sample
+
+    def plot(
+        self,
+        sample: Mapping[str, Any],
+        show_titles: bool = True,
+        suptitle: str | None = None,
+    ) -> Figure:
+        """Plot every modality of a sample, its mask and, if present, ``prediction``.
+
+        Args:
+            sample: a sample as returned by ``__getitem__`` (optionally with ``prediction``).
+            show_titles: write the panel titles.
+            suptitle: figure title.
+
+        Returns:
+            The matplotlib figure.
+        """
+        from datamodules.plotting import plot_sample
+
+        return plot_sample(self, sample, show_titles=show_titles, suptitle=suptitle)
+
+
+def _instances_to_tensors(
+    masks: list[np.ndarray], labels: list[int], height: int, width: int
+) -> dict[str, Tensor]:
+    """Stack instance masks, drop instances that vanished, and derive their boxes."""
+    kept = [(m.astype(bool), label) for m, label in zip(masks, labels, strict=True) if m.any()]
+    if not kept:
+        return {
+            "instance_masks": torch.zeros(0, height, width, dtype=torch.bool),
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+        }
+    stacked = torch.from_numpy(np.stack([m for m, _ in kept]))
+    return {
+        "instance_masks": stacked,
+        "boxes": masks_to_boxes(stacked),
+        "labels": torch.tensor([label for _, label in kept], dtype=torch.int64),
+    }

@@ -1,0 +1,268 @@
+"""IEEE GRSS Data Fusion Contest 2023, Track 2: RGB, SAR and nDSM triplets with building polygons.
+
+Layout, as the contest distributes it::
+
+    <root>/annotations/buildings_only_{train,val,test}.json   MS COCO, polygons, category building
+    <root>/{train,val,test}/rgb/<name>.tif                    3 bands, uint8
+    <root>/{train,val,test}/sar/<name>.tif                    1 band, SAR amplitude
+    <root>/{train,val,test}/height/<name>.tif                 1 band, nDSM in metres
+
+COCO ``file_name`` links an annotation's image to the three tiles of the same name. The paper
+uses the nDSM as an input modality (``dsm``) and turns the height-estimation task into building
+instance and semantic segmentation; tiles (512 x 512) are resized to 256 x 256.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pycocotools import mask as coco_mask
+
+from datamodules.augmentation import JointAugmentation
+from datamodules.datamodule import MultimodalDataModule
+from datamodules.dataset import Modality, MultimodalDataset, Target
+from datamodules.modality_sampling import ModalitySampling
+from datamodules.rasters import RasterError, RasterGrid
+
+SAR_DB_RANGE = (-25.0, 0.0)
+"""SAR amplitude is converted to ``10 * log10`` and clipped to this range (dB), as the paper's
+loader does."""
+
+
+class CocoError(ValueError):
+    """A COCO annotation file is empty, malformed or points at missing tiles."""
+
+
+class DFC2023(MultimodalDataset):
+    """DFC2023 Track 2 as a building instance and semantic segmentation dataset.
+
+    Modalities: ``rgb`` (3 bands, 0..255), ``sar`` (1 band, dB clipped to [-25, 0]) and ``dsm``
+    (1 band, nDSM metres, read from ``height/``). Targets: ``mask`` (0 background, 1 building),
+    and the building instances (``instance_masks``, ``boxes``, ``labels`` with class ids
+    remapped to ``0..K-1``).
+
+    Args:
+        root: dataset folder (see the module docstring).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        modalities: modalities to use (default: ``rgb``, ``sar``, ``dsm``).
+        modality_sampling: modality subset rule (see :mod:`datamodules.modality_sampling`).
+        image_size: resize tiles to this size (the paper: 256); None keeps 512.
+        augmentation: geometric augmentation, or None.
+        stats: normalization statistics, None for :attr:`default_stats`.
+        normalize: apply the statistics.
+
+    Raises:
+        FileNotFoundError: if the annotation file or a tile referenced by it is missing.
+        CocoError: if the annotation file is empty or malformed.
+    """
+
+    all_modalities: ClassVar[dict[str, Modality]] = {
+        "rgb": Modality(3, "red, green, blue, 0..255", rgb=(0, 1, 2)),
+        "sar": Modality(1, "SAR amplitude as 10*log10, clipped to [-25, 0] dB"),
+        "dsm": Modality(1, "normalized DSM (height above ground), metres"),
+    }
+    folders: ClassVar[dict[str, str]] = {"rgb": "rgb", "sar": "sar", "dsm": "height"}
+    classes: ClassVar[tuple[str, ...]] = ("background", "building")
+    # Recomputed with `python -m datamodules.normalization dfc2023 --root data/dfc2023` on the
+    # embedded default; recompute them on the real training split.
+    default_stats: ClassVar[dict[str, dict[str, list[float]]]] = {
+        "rgb": {"mean": [110.0, 110.0, 100.0], "std": [50.0, 50.0, 50.0]},
+        "sar": {"mean": [-12.0], "std": [6.0]},
+        "dsm": {"mean": [3.0], "std": [6.0]},
+    }
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        modalities: Sequence[str] | None = None,
+        modality_sampling: ModalitySampling = "all",
+        image_size: int | None = 256,
+        augmentation: JointAugmentation | None = None,
+        stats: str | Path | Mapping[str, Any] | None = None,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__(
+            root, split, modalities, modality_sampling, image_size, augmentation, stats, normalize
+        )
+        self.annotation_file = self.root / "annotations" / f"buildings_only_{split}.json"
+        self.images, self.annotations, categories = _load_coco(self.annotation_file)
+        self.category_index = {cat["id"]: i for i, cat in enumerate(categories)}
+        self.classes = ("background", *(cat["name"] for cat in categories))  # type: ignore[misc]
+        self._check_tiles()
+
+    def _check_tiles(self) -> None:
+        """Raise if any tile named in the annotation file lacks a file of a used modality."""
+        missing = []
+        for image in self.images:
+            for path in self._tile_paths_of(image["file_name"]).values():
+                if not path.is_file():
+                    missing.append(str(path))
+        if missing:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise FileNotFoundError(
+                f"{self.annotation_file} references {len(missing)} missing tile file(s): {shown}"
+            )
+
+    def _tile_paths_of(self, file_name: str) -> dict[str, Path]:
+        split_dir = self.root / self.split
+        return {m: split_dir / self.folders[m] / file_name for m in self.modalities}
+
+    def __len__(self) -> int:
+        """Number of tiles in the annotation file."""
+        return len(self.images)
+
+    def tile_name(self, index: int) -> str:
+        """File name of tile ``index`` without extension."""
+        return Path(self.images[index]["file_name"]).stem
+
+    def _tile_paths(self, index: int) -> dict[str, Path]:
+        return self._tile_paths_of(self.images[index]["file_name"])
+
+    def _preprocess(self, name: str, data: np.ndarray) -> np.ndarray:
+        data = data.astype(np.float32)
+        if name == "sar":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                decibels = 10.0 * np.log10(np.maximum(data, 0.0))
+            # Zero amplitude gives -inf dB, which the clip maps to the lower end; NaN stays NaN
+            # and is handled as no data.
+            return np.clip(decibels, *SAR_DB_RANGE, out=decibels, where=~np.isnan(decibels))
+        return data
+
+    def _read_target(self, index: int, grid: RasterGrid, reference: Path) -> Target:
+        image = self.images[index]
+        if (image["height"], image["width"]) != (grid.height, grid.width):
+            raise RasterError(
+                f"{reference}: tile is {grid.width}x{grid.height} but {self.annotation_file} says "
+                f"{image['width']}x{image['height']} for {image['file_name']!r}"
+            )
+        masks, labels = [], []
+        for annotation in self.annotations[image["id"]]:
+            masks.append(_decode_segmentation(annotation, grid.height, grid.width))
+            labels.append(self.category_index[annotation["category_id"]])
+        semantic = np.zeros((grid.height, grid.width), dtype=np.uint8)
+        for instance, label in zip(masks, labels, strict=True):
+            semantic[instance.astype(bool)] = label + 1
+        return Target(semantic, masks, labels)
+
+
+def _load_coco(path: Path) -> tuple[list[dict], dict[int, list[dict]], list[dict]]:
+    """Read and check a COCO file: images, annotations grouped by image id, and categories."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Missing COCO annotation file: {path}")
+    try:
+        coco = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CocoError(f"{path}: not valid JSON ({error})") from error
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(coco.get(key), list):
+            raise CocoError(f"{path}: missing or invalid list {key!r}")
+    if not coco["images"]:
+        raise CocoError(f"{path}: 'images' is empty")
+    if not coco["categories"]:
+        raise CocoError(f"{path}: 'categories' is empty")
+    for image in coco["images"]:
+        lacking = {"id", "file_name", "width", "height"} - set(image)
+        if lacking:
+            raise CocoError(f"{path}: image {image.get('id', image)} lacks {sorted(lacking)}")
+    image_ids = {image["id"] for image in coco["images"]}
+    categories = sorted(coco["categories"], key=lambda c: c["id"])
+    category_ids = {c["id"] for c in categories}
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for annotation in coco["annotations"]:
+        where = f"{path}: annotation {annotation.get('id')}"
+        if annotation.get("image_id") not in image_ids:
+            raise CocoError(f"{where} refers to unknown image_id {annotation.get('image_id')}")
+        if annotation.get("category_id") not in category_ids:
+            raise CocoError(f"{where} has unknown category_id {annotation.get('category_id')}")
+        _check_segmentation(annotation.get("segmentation"), where)
+        by_image[annotation["image_id"]].append(annotation)
+    return coco["images"], by_image, categories
+
+
+def _check_segmentation(segmentation: Any, where: str) -> None:
+    """Raise :class:`CocoError` unless ``segmentation`` is usable polygons or an RLE."""
+    if isinstance(segmentation, dict):
+        if not {"counts", "size"} <= set(segmentation):
+            raise CocoError(f"{where}: RLE segmentation needs 'counts' and 'size'")
+        return
+    if not isinstance(segmentation, list) or not segmentation:
+        raise CocoError(f"{where}: segmentation is empty or not a list of polygons")
+    for polygon in segmentation:
+        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+            raise CocoError(
+                f"{where}: malformed polygon (need an even number >= 6 of coordinates): "
+                f"{str(polygon)[:80]}"
+            )
+        values = np.asarray(polygon, dtype=float) if _numeric(polygon) else None
+        if values is None or not np.isfinite(values).all():
+            raise CocoError(f"{where}: polygon has non-numeric or non-finite coordinates")
+
+
+def _numeric(values: list) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def _decode_segmentation(annotation: dict, height: int, width: int) -> np.ndarray:
+    """Rasterize one annotation's polygons (or RLE) to a ``uint8 [H, W]`` mask."""
+    segmentation = annotation["segmentation"]
+    if isinstance(segmentation, list):
+        rles = coco_mask.frPyObjects(segmentation, height, width)
+        rle = coco_mask.merge(rles)
+    elif isinstance(segmentation["counts"], list):
+        rle = coco_mask.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return coco_mask.decode(rle)
+
+
+class DFC2023DataModule(MultimodalDataModule):
+    """DataModule of DFC2023 Track 2 (see :class:`DFC2023`).
+
+    Args:
+        root: dataset folder; None reads ``FUSION_DATA_ROOT``.
+        modalities: modalities to use (default all: ``rgb``, ``sar``, ``dsm``).
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes.
+        image_size: resize tiles to this size (the paper: 256).
+        train_modalities: modality sampling of the training split (default uniform subsets).
+        eval_modalities: modality subset of validation and test (default all).
+        augment: flips, rotations and random resized crops on the training split.
+        crop_size: output size of the training crop (None: no crop, only flips/rotations).
+        crop_scale: area range of the random resized crop.
+        stats: normalization statistics (mapping or JSON path), None for the defaults.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        modalities: list[str] | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        image_size: int | None = 256,
+        train_modalities: ModalitySampling = "uniform",
+        eval_modalities: ModalitySampling = "all",
+        augment: bool = True,
+        crop_size: int | None = None,
+        crop_scale: tuple[float, float] = (0.5, 1.0),
+        stats: str | dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            DFC2023,
+            root,
+            modalities,
+            batch_size,
+            num_workers,
+            image_size,
+            train_modalities,
+            eval_modalities,
+            augment,
+            crop_size,
+            crop_scale,
+            stats,
+        )

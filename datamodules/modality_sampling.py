@@ -1,0 +1,170 @@
+"""Random modality combinations (paper Sec. III-F): which modalities a sample shows.
+
+During training each sample gets its own subset of the dataset's modalities, drawn afresh every
+time the sample is loaded (per sample, not per batch or per epoch). Evaluation fixes one subset,
+so that one dataset object can be evaluated on each of the ``2^M - 1`` non-empty subsets in turn.
+
+A sampling rule is given as a small value that fits in a YAML file:
+
+- ``"uniform"``: uniform over the ``2^M - 1`` non-empty subsets (the paper's strategy);
+- ``"all"``: every modality, always;
+- a float ``p``: each modality is dropped independently with probability ``p`` (a draw that
+  drops everything is redrawn);
+- a mapping ``{name: p}``: per-modality drop probabilities (missing names: 0);
+- a list of names: that fixed subset.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import torch
+
+ModalitySampling = str | float | Mapping[str, float] | Sequence[str]
+"""What :func:`make_modality_sampler` accepts."""
+
+
+def check_modalities(requested: Sequence[str] | None, known: Sequence[str]) -> tuple[str, ...]:
+    """Validate a list of modality names against the ones a dataset has.
+
+    Args:
+        requested: modality names, or None for all of ``known``.
+        known: the dataset's modalities, in their canonical order.
+
+    Returns:
+        The requested names as a tuple, in the order given.
+
+    Raises:
+        ValueError: if the list is empty, repeats a name or names an unknown modality.
+    """
+    if requested is None:
+        return tuple(known)
+    if isinstance(requested, str):
+        requested = [requested]
+    requested = tuple(requested)
+    if not requested:
+        raise ValueError(f"The modality set is empty; choose at least one of {list(known)}")
+    unknown = [name for name in requested if name not in known]
+    if unknown:
+        raise ValueError(f"Unknown modality name(s) {unknown}; this dataset has {list(known)}")
+    if len(set(requested)) != len(requested):
+        raise ValueError(f"Modality names repeat in {list(requested)}")
+    return requested
+
+
+def all_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``modalities``, largest first, in the given order.
+
+    Args:
+        modalities: modality names.
+
+    Returns:
+        The ``2^M - 1`` subsets, e.g. for ``("s1", "s2")``: ``[("s1", "s2"), ("s1",), ("s2",)]``.
+    """
+    subsets = []
+    for size in range(len(modalities), 0, -1):
+        subsets.extend(itertools.combinations(modalities, size))
+    return subsets
+
+
+class ModalitySampler:
+    """Draws which of a dataset's modalities one sample shows.
+
+    Subclasses implement :meth:`sample`. Randomness comes from torch's global generator, which
+    Lightning seeds per run and DataLoader seeds per worker, so runs are reproducible.
+    """
+
+    def __init__(self, modalities: Sequence[str]) -> None:
+        """Create a sampler over ``modalities`` (the dataset's modality order)."""
+        self.modalities = tuple(modalities)
+
+    def sample(self) -> tuple[bool, ...]:
+        """Draw one subset.
+
+        Returns:
+            One flag per modality, in :attr:`modalities` order; at least one is True.
+        """
+        raise NotImplementedError
+
+
+class UniformSubsets(ModalitySampler):
+    """Uniform over the ``2^M - 1`` non-empty subsets (paper Sec. III-F)."""
+
+    def sample(self) -> tuple[bool, ...]:  # noqa: D102
+        code = int(torch.randint(1, 2 ** len(self.modalities), ()).item())
+        return tuple(bool(code >> i & 1) for i in range(len(self.modalities)))
+
+
+class IndependentDrop(ModalitySampler):
+    """Each modality is dropped independently; a draw that drops all modalities is redrawn."""
+
+    def __init__(self, modalities: Sequence[str], drop_probability: Mapping[str, float]) -> None:
+        """Create the sampler.
+
+        Args:
+            modalities: the dataset's modality names.
+            drop_probability: probability in [0, 1) that each modality is dropped (missing: 0).
+
+        Raises:
+            ValueError: for an unknown name or a probability outside [0, 1).
+        """
+        super().__init__(modalities)
+        check_modalities(list(drop_probability) or None, modalities)
+        for name, p in drop_probability.items():
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"Drop probability of {name!r} must be in [0, 1), got {p}")
+        self.keep = torch.tensor([1.0 - drop_probability.get(m, 0.0) for m in modalities])
+
+    def sample(self) -> tuple[bool, ...]:  # noqa: D102
+        while True:
+            flags = torch.rand(len(self.modalities)) < self.keep
+            if flags.any():
+                return tuple(bool(f) for f in flags)
+
+
+class FixedSubset(ModalitySampler):
+    """Always the same subset (evaluation, or training on complete data)."""
+
+    def __init__(self, modalities: Sequence[str], subset: Sequence[str]) -> None:
+        """Create the sampler; ``subset`` must be a non-empty list of known names."""
+        super().__init__(modalities)
+        self.subset = check_modalities(subset, modalities)
+        self._flags = tuple(m in self.subset for m in self.modalities)
+
+    def sample(self) -> tuple[bool, ...]:  # noqa: D102
+        return self._flags
+
+
+def make_modality_sampler(spec: ModalitySampling, modalities: Sequence[str]) -> ModalitySampler:
+    """Build a sampler from its YAML-friendly description (see the module docstring).
+
+    Args:
+        spec: ``"uniform"``, ``"all"``, a drop probability, a mapping of drop probabilities, or
+            a list of modality names.
+        modalities: the dataset's modality names.
+
+    Returns:
+        The sampler.
+
+    Raises:
+        ValueError: for an unknown rule or modality name.
+    """
+    if isinstance(spec, ModalitySampler):
+        return spec
+    if isinstance(spec, str):
+        if spec == "uniform":
+            return UniformSubsets(modalities)
+        if spec == "all":
+            return FixedSubset(modalities, modalities)
+        if spec in modalities:
+            return FixedSubset(modalities, [spec])
+        raise ValueError(
+            f"Unknown modality sampling {spec!r}: use 'uniform', 'all', a drop probability, "
+            f"or a list of modality names from {list(modalities)}"
+        )
+    if isinstance(spec, int | float):
+        return IndependentDrop(modalities, dict.fromkeys(modalities, float(spec)))
+    if isinstance(spec, Mapping):
+        return IndependentDrop(modalities, {k: float(v) for k, v in spec.items()})
+    return FixedSubset(modalities, list(spec))

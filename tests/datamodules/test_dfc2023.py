@@ -1,0 +1,135 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules import DFC2023, CocoError, DFC2023DataModule, RasterError
+from datamodules.augmentation import JointAugmentation
+from datamodules.dfc2023 import SAR_DB_RANGE
+from tests.data.geotiff import write_tif
+
+
+def test_sample_contract_and_instances(dfc2023_root: Path) -> None:
+    ds = DFC2023(dfc2023_root, split="train", image_size=None)
+    assert len(ds) == 3
+    sample = ds[2]  # two buildings
+    assert sample["rgb"].shape == (3, 64, 64) and sample["sar"].shape == (1, 64, 64)
+    assert sample["dsm"].shape == (1, 64, 64)
+    assert sample["instance_masks"].shape == (2, 64, 64)
+    assert sample["instance_masks"].dtype == torch.bool
+    assert sample["labels"].tolist() == [0, 0]
+    assert sample["boxes"].shape == (2, 4)
+    # First building: polygon x 4..16, y 6..16 -> pixels 4..15 x 6..15 (COCO rasterization).
+    x1, y1, x2, y2 = sample["boxes"][0].tolist()
+    assert (x1, y1) == (4, 6) and 14 <= x2 <= 16 and 14 <= y2 <= 16
+    assert set(sample["mask"].unique().tolist()) == {0, 1}
+    union = sample["instance_masks"].any(0)
+    assert torch.equal(union, sample["mask"] == 1)
+    # Buildings are tall in the nDSM fixture.
+    dsm_raw = DFC2023(dfc2023_root, image_size=None, normalize=False)[2]["dsm"][0]
+    assert dsm_raw[union].min() >= 10 and dsm_raw[~union].max() == 0
+    assert ds.classes == ("background", "building")
+
+
+def test_tile_without_buildings(dfc2023_root: Path) -> None:
+    sample = DFC2023(dfc2023_root, image_size=None)[0]
+    assert sample["instance_masks"].shape == (0, 64, 64) and sample["boxes"].shape == (0, 4)
+    assert not sample["mask"].any()
+
+
+def test_resize_keeps_instances_consistent(dfc2023_root: Path) -> None:
+    sample = DFC2023(dfc2023_root, image_size=32)[3 - 1]
+    assert sample["rgb"].shape == (3, 32, 32) and sample["mask"].shape == (32, 32)
+    assert sample["instance_masks"].shape == (2, 32, 32)
+    assert torch.equal(sample["instance_masks"].any(0), sample["mask"] == 1)
+
+
+def test_sar_converted_to_clipped_decibels(dfc2023_root: Path) -> None:
+    raw = DFC2023(dfc2023_root, image_size=None, normalize=False)[0]["sar"]
+    assert raw.min() >= SAR_DB_RANGE[0] and raw.max() <= SAR_DB_RANGE[1]
+    assert raw.max() < 0  # gamma(1, 0.05) amplitudes are below 1
+
+
+def test_augmented_instances_stay_consistent(dfc2023_root: Path) -> None:
+    ds = DFC2023(dfc2023_root, image_size=None, augmentation=JointAugmentation((48, 48)))
+    torch.manual_seed(0)
+    np.random.seed(0)
+    for _ in range(10):
+        sample = ds[2]
+        assert sample["mask"].shape == (48, 48)
+        union = sample["instance_masks"].any(0) if len(sample["labels"]) else torch.zeros(48, 48)
+        assert torch.equal(union.bool(), sample["mask"] == 1)
+        for mask, box in zip(sample["instance_masks"], sample["boxes"], strict=True):
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            assert box.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
+
+
+def _edit_coco(root: Path, split: str, edit) -> None:
+    path = root / "annotations" / f"buildings_only_{split}.json"
+    coco = json.loads(path.read_text())
+    edit(coco)
+    path.write_text(json.dumps(coco))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(images=[]), "'images' is empty"),
+        (lambda c: c.pop("annotations"), "'annotations'"),
+        (lambda c: c["annotations"][0].update(segmentation=[[1, 2, 3]]), "malformed polygon"),
+        (lambda c: c["annotations"][0].update(segmentation=[]), "segmentation is empty"),
+        (lambda c: c["annotations"][0].update(segmentation=[[1, 2, 3, "a", 5, 6]]), "non-numeric"),
+        (lambda c: c["annotations"][0].update(image_id=999), "unknown image_id 999"),
+        (lambda c: c["annotations"][0].update(category_id=7), "unknown category_id 7"),
+        (lambda c: c["images"][0].pop("file_name"), "lacks \\['file_name'\\]"),
+    ],
+)
+def test_malformed_coco_is_named(dfc2023_root: Path, edit, message: str) -> None:
+    _edit_coco(dfc2023_root, "train", edit)
+    with pytest.raises(CocoError, match=f"buildings_only_train.json.*{message}"):
+        DFC2023(dfc2023_root, split="train")
+
+
+def test_invalid_json(dfc2023_root: Path) -> None:
+    (dfc2023_root / "annotations/buildings_only_val.json").write_text("{not json")
+    with pytest.raises(CocoError, match="not valid JSON"):
+        DFC2023(dfc2023_root, split="val")
+
+
+def test_coco_referencing_missing_tiles(dfc2023_root: Path) -> None:
+    _edit_coco(dfc2023_root, "train", lambda c: c["images"][1].update(file_name="P9999.tif"))
+    with pytest.raises(FileNotFoundError, match="references 3 missing.*train/rgb/P9999.tif"):
+        DFC2023(dfc2023_root, split="train")
+
+
+def test_missing_annotation_file(dfc2023_root: Path) -> None:
+    (dfc2023_root / "annotations/buildings_only_test.json").unlink()
+    with pytest.raises(FileNotFoundError, match="buildings_only_test.json"):
+        DFC2023(dfc2023_root, split="test")
+
+
+def test_coco_size_must_match_tiles(dfc2023_root: Path) -> None:
+    _edit_coco(dfc2023_root, "train", lambda c: c["images"][0].update(width=128))
+    with pytest.raises(RasterError, match="P0000.tif.*128x64"):
+        DFC2023(dfc2023_root, split="train")[0]
+
+
+def test_sar_nodata_is_ignored(dfc2023_root: Path) -> None:
+    path = dfc2023_root / "train/sar/P0002.tif"
+    sar = np.full((1, 64, 64), 0.1, np.float32)
+    sar[0, 8, 8] = np.nan
+    write_tif(path, sar, origin=(300200.0, 4000000.0), pixel=0.5)
+    sample = DFC2023(dfc2023_root, image_size=None)[2]
+    assert sample["mask"][8, 8] == 255 and torch.isfinite(sample["sar"]).all()
+
+
+def test_datamodule_collates_instances(dfc2023_root: Path) -> None:
+    dm = DFC2023DataModule(root=str(dfc2023_root), batch_size=3, image_size=32)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["rgb"].shape == (3, 3, 32, 32)
+    assert [len(labels) for labels in batch["labels"]] == [0, 1, 2]
+    assert batch["instance_masks"][2].shape == (2, 32, 32)
+    assert dm.classes == ("background", "building")

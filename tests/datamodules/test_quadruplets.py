@@ -1,0 +1,188 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from datamodules import IGNORE_INDEX, Quadruplets, QuadrupletsDataModule, RasterError
+from datamodules.landcover import urban_atlas_to_classes
+from tests.data.geotiff import write_tif
+
+
+def test_sample_contract(quadruplets_root: Path) -> None:
+    ds = Quadruplets(quadruplets_root, split="train")
+    assert len(ds) == 4
+    sample = ds[0]
+    assert sample["s1"].shape == (2, 32, 32) and sample["s1"].dtype == torch.float32
+    assert sample["s2"].shape == (4, 32, 32)
+    assert sample["dem"].shape == (1, 32, 32)
+    assert sample["dnw"].shape == (1, 32, 32) and sample["dnw"].dtype == torch.int64
+    assert int(sample["dnw"].max()) <= 8
+    assert sample["present"].tolist() == [True] * 4
+    assert sample["mask"].dtype == torch.int64
+    labels = set(sample["mask"].unique().tolist())
+    assert labels <= set(range(7)) | {IGNORE_INDEX}
+    assert (sample["mask"][0, :3] == IGNORE_INDEX).all()  # unmapped code 0
+    assert sample["name"] == "alpha/alpha_00"
+
+
+def test_labels_follow_the_urban_atlas_table(quadruplets_root: Path) -> None:
+    ds = Quadruplets(quadruplets_root, split="val")
+    with rasterio.open(quadruplets_root / "gamma/label/gamma_00.tif") as src:
+        codes = src.read(1)
+    np.testing.assert_array_equal(ds[0]["mask"].numpy(), urban_atlas_to_classes(codes))
+
+
+def test_normalization_uses_stats(quadruplets_root: Path) -> None:
+    stats = {
+        "s1": {"mean": [-12, -12], "std": [4, 4]},
+        "s2": {"mean": [0] * 4, "std": [1] * 4},
+        "dem": {"mean": [0], "std": [1]},
+    }
+    raw = Quadruplets(quadruplets_root, normalize=False)[0]
+    norm = Quadruplets(quadruplets_root, stats=stats)[0]
+    torch.testing.assert_close(norm["s1"], (raw["s1"] + 12) / 4)
+    torch.testing.assert_close(norm["dem"], raw["dem"])
+
+
+def test_absent_modalities_are_zero_and_flagged(quadruplets_root: Path) -> None:
+    ds = Quadruplets(quadruplets_root, modality_sampling=["s2", "dnw"])
+    sample = ds[1]
+    assert sample["present"].tolist() == [False, True, False, True]
+    assert not sample["s1"].any() and not sample["dem"].any()
+    assert sample["s2"].any()
+
+
+def test_subset_of_modalities(quadruplets_root: Path) -> None:
+    ds = Quadruplets(quadruplets_root, modalities=["dnw", "s1"])
+    sample = ds[0]
+    assert ds.modalities == ("dnw", "s1")
+    assert "s2" not in sample and sample["present"].shape == (2,)
+    assert ds.modality_specs == {"dnw": ("categorical", 9), "s1": 2}
+
+
+def test_regions_override_and_split_folder_fallback(quadruplets_root: Path, tmp_path: Path) -> None:
+    assert len(Quadruplets(quadruplets_root, split="train", regions=["beta"])) == 2
+    (quadruplets_root / "splits.json").unlink()
+    with pytest.raises(FileNotFoundError, match="splits.json"):
+        Quadruplets(quadruplets_root, split="train")
+    (quadruplets_root / "alpha").rename(quadruplets_root / "train")
+    assert len(Quadruplets(quadruplets_root, split="train")) == 2
+
+
+def test_unknown_and_empty_modalities(quadruplets_root: Path) -> None:
+    with pytest.raises(ValueError, match="'optical'"):
+        Quadruplets(quadruplets_root, modalities=["optical"])
+    with pytest.raises(ValueError, match="empty"):
+        Quadruplets(quadruplets_root, modalities=[])
+
+
+def test_missing_modality_file_is_named(quadruplets_root: Path) -> None:
+    (quadruplets_root / "beta/dem/beta_01.tif").unlink()
+    with pytest.raises(FileNotFoundError, match="beta/dem/beta_01.tif"):
+        Quadruplets(quadruplets_root, split="train")
+    # A dataset that does not use the DEM does not need it.
+    assert len(Quadruplets(quadruplets_root, split="train", modalities=["s1", "s2"])) == 4
+
+
+def test_split_without_regions(quadruplets_root: Path) -> None:
+    (quadruplets_root / "splits.json").write_text(json.dumps({"train": ["alpha"]}))
+    with pytest.raises(ValueError, match="'val'"):
+        Quadruplets(quadruplets_root, split="val")
+
+
+def _replace(path: Path, data: np.ndarray, **kwargs) -> None:
+    with rasterio.open(path) as src:
+        origin = (src.transform.c, src.transform.f)
+        crs = src.crs.to_string()
+    write_tif(path, data, **{"origin": origin, "crs": crs, **kwargs})
+
+
+def test_wrong_band_count_is_named(quadruplets_root: Path) -> None:
+    _replace(quadruplets_root / "alpha/s2/alpha_00.tif", np.ones((3, 32, 32), np.uint16))
+    ds = Quadruplets(quadruplets_root)
+    with pytest.raises(RasterError, match=r"alpha/s2/alpha_00.tif: expected 4 band\(s\), found 3"):
+        ds[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data": np.zeros((1, 30, 32), np.float32)}, "size"),
+        ({"crs": "EPSG:32631"}, "CRS"),
+        ({"origin": (500010.0, 5000000.0)}, "transform"),
+    ],
+)
+def test_mismatched_grids_are_named(quadruplets_root: Path, change: dict, message: str) -> None:
+    path = quadruplets_root / "alpha/dem/alpha_00.tif"
+    data = change.pop("data", np.zeros((1, 32, 32), np.float32))
+    _replace(path, data, **change)
+    ds = Quadruplets(quadruplets_root)
+    with pytest.raises(RasterError, match=f"alpha/dem/alpha_00.tif: grid differs.*{message}"):
+        ds[0]
+
+
+def test_label_on_another_grid_is_named(quadruplets_root: Path) -> None:
+    _replace(
+        quadruplets_root / "alpha/label/alpha_00.tif",
+        np.zeros((1, 32, 32), np.uint16),
+        origin=(0.0, 0.0),
+    )
+    with pytest.raises(RasterError, match="alpha/label/alpha_00.tif: grid differs"):
+        Quadruplets(quadruplets_root)[0]
+
+
+def test_nodata_and_nan_are_filled_and_ignored(quadruplets_root: Path) -> None:
+    s1 = rasterio.open(quadruplets_root / "alpha/s1/alpha_00.tif").read()
+    s1[0, 5, 5] = np.nan
+    _replace(quadruplets_root / "alpha/s1/alpha_00.tif", s1)
+    s2 = rasterio.open(quadruplets_root / "alpha/s2/alpha_00.tif").read()
+    s2[:, 7, 9] = 0  # the file's no-data value
+    _replace(quadruplets_root / "alpha/s2/alpha_00.tif", s2, nodata=0)
+    sample = Quadruplets(quadruplets_root)[0]
+    assert torch.isfinite(sample["s1"]).all()
+    assert sample["mask"][5, 5] == IGNORE_INDEX and sample["mask"][7, 9] == IGNORE_INDEX
+    # Filled with the modality mean, which normalizes to zero.
+    assert sample["s1"][:, 5, 5].abs().max() < 1e-5 and sample["s2"][:, 7, 9].abs().max() < 1e-5
+    # Tiles that are not touched keep their labels.
+    assert (sample["mask"] != IGNORE_INDEX).sum() > 32 * 32 - 10
+
+
+def test_modality_entirely_nodata_becomes_absent(quadruplets_root: Path) -> None:
+    _replace(quadruplets_root / "alpha/dem/alpha_00.tif", np.full((1, 32, 32), np.nan, np.float32))
+    sample = Quadruplets(quadruplets_root)[0]
+    assert sample["present"].tolist() == [True, True, False, True]
+    assert not sample["dem"].any()
+    assert (sample["mask"] != IGNORE_INDEX).any()
+
+
+def test_datamodule_batches_mixed_subsets(quadruplets_root: Path) -> None:
+    dm = QuadrupletsDataModule(root=str(quadruplets_root), batch_size=4, crop_size=16)
+    dm.setup("fit")
+    torch.manual_seed(3)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["s1"].shape == (4, 2, 16, 16) and batch["dnw"].shape == (4, 1, 16, 16)
+    assert batch["present"].shape == (4, 4) and batch["present"].any(1).all()
+    assert batch["mask"].shape == (4, 16, 16)
+    assert len(batch["name"]) == 4
+    for i in range(4):
+        for m, name in enumerate(dm.modalities):
+            if not batch["present"][i, m]:
+                assert not batch[name][i].any()
+    val = next(iter(dm.val_dataloader()))
+    assert val["present"].all() and val["s1"].shape[-1] == 32
+    dm.set_eval_modalities(["dem"])
+    assert next(iter(dm.val_dataloader()))["present"][:, 2].all()
+    assert dm.modality_specs == {"s1": 2, "s2": 4, "dem": 1, "dnw": ("categorical", 9)}
+
+
+def test_datamodule_reads_root_from_environment(quadruplets_root: Path, monkeypatch) -> None:
+    monkeypatch.delenv("FUSION_DATA_ROOT", raising=False)
+    with pytest.raises(ValueError, match="FUSION_DATA_ROOT"):
+        QuadrupletsDataModule()
+    monkeypatch.setenv("FUSION_DATA_ROOT", str(quadruplets_root))
+    dm = QuadrupletsDataModule()
+    dm.setup("validate")
+    assert len(dm.val_dataset) == 2

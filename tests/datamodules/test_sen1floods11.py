@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+import rasterio
+import torch
+
+from datamodules import IGNORE_INDEX, Sen1Floods11Chip, Sen1Floods11DataModule
+from datamodules.sen1floods11 import SHARED_CHIP_FOLDER
+
+pytestmark = pytest.mark.skipif(
+    not SHARED_CHIP_FOLDER.is_dir(), reason="needs ../shared/realdata/sen1floods11"
+)
+
+
+def test_tiles_shapes_dtypes_and_labels() -> None:
+    train = Sen1Floods11Chip(split="train", tile_size=64)
+    val = Sen1Floods11Chip(split="val", tile_size=64)
+    assert len(train) == len(val) == 32
+    sample = train[5]
+    assert sample["s1"].shape == (2, 64, 64) and sample["s1"].dtype == torch.float32
+    assert sample["s2"].shape == (4, 64, 64) and sample["s2"].dtype == torch.float32
+    assert sample["mask"].shape == (64, 64) and sample["mask"].dtype == torch.int64
+    values = set()
+    for ds in (train, val):
+        for i in range(len(ds)):
+            values |= set(ds[i]["mask"].unique().tolist())
+    assert values == {0, 1, IGNORE_INDEX}
+
+
+def test_spatial_split_and_band_selection() -> None:
+    train = Sen1Floods11Chip(split="train", tile_size=128, normalize=False)
+    val = Sen1Floods11Chip(split="val", tile_size=128, normalize=False)
+    rows = {int(w.row_off) for _, w in train.tiles}
+    assert rows == {0, 128} and {int(w.row_off) for _, w in val.tiles} == {256, 384}
+    with rasterio.open(SHARED_CHIP_FOLDER / "Spain_7370579_S2Hand.tif") as src:
+        b8 = src.read(8)[256:384, 128:256]
+    tile = val[1]
+    assert val.tile_name(1) == "Spain_7370579_r256_c128"
+    assert torch.equal(tile["s2"][3], torch.from_numpy(b8).float())
+
+
+def test_water_is_darker_in_sar_and_wetter_in_s2() -> None:
+    ds = Sen1Floods11Chip(split="train", tile_size=128, normalize=False)
+    vv, ndwi, water = [], [], []
+    for i in range(len(ds)):
+        s = ds[i]
+        vv.append(s["s1"][0].flatten())
+        green, nir = s["s2"][1].flatten(), s["s2"][3].flatten()
+        ndwi.append((green - nir) / (green + nir + 1e-6))
+        water.append(s["mask"].flatten())
+    vv, ndwi, water = torch.cat(vv), torch.cat(ndwi), torch.cat(water)
+    assert vv[water == 1].mean() < vv[water == 0].mean() - 4
+    assert ndwi[water == 1].mean() > ndwi[water == 0].mean() + 0.2
+
+
+def test_stride_overlaps_training_tiles_only() -> None:
+    assert len(Sen1Floods11Chip(split="train", tile_size=128, stride=64)) == 3 * 7
+    assert len(Sen1Floods11Chip(split="val", tile_size=128, stride=64)) == 2 * 4
+
+
+def test_datamodule() -> None:
+    dm = Sen1Floods11DataModule(batch_size=4, tile_size=64, crop_size=48)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["s1"].shape == (4, 2, 48, 48)
+    assert dm.modality_specs == {"s1": 2, "s2": 4}
+
+
+def test_missing_chip_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="No Sen1Floods11 chip"):
+        Sen1Floods11Chip(root=tmp_path)
+    (tmp_path / "X_1_S1Hand.tif").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="X_1_S2Hand.tif"):
+        Sen1Floods11Chip(root=tmp_path)
