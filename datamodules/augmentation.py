@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import albumentations as A
 import numpy as np
+import torch
 
 
 class JointAugmentation:
@@ -65,7 +66,9 @@ class JointAugmentation:
         # albumentations reads the sample size from ``image``; a one-byte-per-pixel placeholder
         # keeps every real modality under its own name with its own interpolation.
         placeholder = np.zeros(mask.shape[:2] + (1,), dtype=np.uint8)
-        out = self._compose(tuple(modalities))(
-            image=placeholder, mask=mask, masks=list(instance_masks), **modalities
-        )
+        compose = self._compose(tuple(modalities))
+        # albumentations keeps its own generators; seeding them from torch's makes the
+        # augmentation follow the run's seed (and each DataLoader worker's own seed).
+        compose.set_random_seed(int(torch.randint(2**31 - 1, ())))
+        out = compose(image=placeholder, mask=mask, masks=list(instance_masks), **modalities)
         return {n: out[n] for n in modalities}, out["mask"], list(out["masks"])

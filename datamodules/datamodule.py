@@ -108,12 +108,19 @@ class MultimodalDataModule(NonGeoDataModule):
         )
         self.collate_fn = collate_samples
         self.aug = None  # samples are normalized and augmented in the dataset, per sample
+        self.train_generator = torch.Generator()
 
     @property
     def modality_specs(self) -> dict[str, int | tuple[str, int]]:
         """Modality name -> channels or ("categorical", n), for the backbone."""
         info = self.dataset_class.all_modalities
         return {m: info[m].spec for m in self.modalities}
+
+    @property
+    def display_channels(self) -> dict[str, tuple[int, ...]]:
+        """Modality name -> channels shown as RGB (or grey) in figures."""
+        info = self.dataset_class.all_modalities
+        return {m: info[m].rgb for m in self.modalities}
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -123,6 +130,7 @@ class MultimodalDataModule(NonGeoDataModule):
     def setup(self, stage: str) -> None:
         """Create the datasets a stage needs ('fit', 'validate', 'test' or 'predict')."""
         if stage == "fit":
+            self.train_generator.manual_seed(torch.initial_seed())
             self.train_dataset = self.dataset_class(
                 split="train",
                 modality_sampling=self.train_modalities,
@@ -149,20 +157,33 @@ class MultimodalDataModule(NonGeoDataModule):
     def _dataloader_factory(self, split: str) -> DataLoader[dict[str, Any]]:
         """DataLoader of one split.
 
-        Workers are not persistent: each epoch's workers are seeded from torch's global
-        generator, so a run resumed from a checkpoint draws the same samples as an uninterrupted
-        one.
+        The training loader draws its shuffle and its workers' seeds from
+        :attr:`train_generator` (seeded from the run's seed, saved in checkpoints), and its
+        workers are not persistent, so that a resumed run draws the same samples as an
+        uninterrupted one. Evaluation loaders have a generator of their own. Neither touches
+        torch's global generator, which the tasks use for token masks.
         """
         dataset = self._valid_attribute(f"{split}_dataset", "dataset")
+        train = split == "train"
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=split == "train",
+            shuffle=train,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
-            drop_last=split == "train" and len(dataset) > self.batch_size,
+            drop_last=train and len(dataset) > self.batch_size,
             pin_memory=torch.cuda.is_available(),
+            generator=self.train_generator if train else torch.Generator().manual_seed(0),
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's random state, for exact resumption from checkpoints."""
+        return {"train_generator": self.train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the training loader's random state."""
+        if "train_generator" in state_dict:
+            self.train_generator.set_state(state_dict["train_generator"])
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Return the batch unchanged (TorchGeo's default would normalize an ``image`` key)."""

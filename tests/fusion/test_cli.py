@@ -1,0 +1,120 @@
+"""The real command line on tiny fixtures: a fast step, and exact resumption from a checkpoint."""
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from fusion.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli_args(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
+    logger = [
+        {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(run_dir), "name": "run"},
+        }
+    ]
+    return [
+        "fit",
+        "--config",
+        str(REPO / "experiments/pretrain_quad.yaml"),
+        "--config",
+        str(REPO / "experiments/cpu.yaml"),
+        "--data.root",
+        str(data_root),
+        "--data.init_args.image_size",
+        "32",
+        "--data.init_args.batch_size",
+        "2",
+        "--data.init_args.num_workers",
+        "0",
+        "--model.init_args.img_size",
+        "32",
+        "--model.init_args.patch_size",
+        "8",
+        "--model.init_args.embed_dim",
+        "32",
+        "--model.init_args.depth",
+        "2",
+        "--model.init_args.num_heads",
+        "2",
+        "--model.init_args.decoder_dim",
+        "32",
+        "--model.init_args.decoder_heads",
+        "2",
+        "--model.init_args.warmup_epochs",
+        "1",
+        "--trainer.logger",
+        json.dumps(logger),
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        *extra,
+    ]
+
+
+class StopAfterFirstEpoch(L.Callback):
+    """Interrupts a run at the end of its first epoch, as a crash or a time limit would."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.should_stop = True
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    rows = csv.DictReader((run_dir / "metrics.csv").open())
+    return {int(r["step"]): float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")}
+
+
+def test_one_fast_training_step(quadruplets_root: Path, tmp_path: Path) -> None:
+    cli = main(cli_args(quadruplets_root, tmp_path, "--trainer.fast_dev_run", "1"))
+    assert cli.trainer.global_step == 1
+    assert cli.model.backbone.modality_names == ("s1", "s2", "dem", "dnw")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_reproduces_the_next_steps(quadruplets_root: Path, tmp_path: Path, workers) -> None:
+    common = (
+        "--trainer.precision",
+        "32-true",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--data.init_args.num_workers",
+        str(workers),
+    )
+    main(cli_args(quadruplets_root, tmp_path / "straight", "--trainer.max_epochs", "2", *common))
+    straight = step_losses(tmp_path / "straight/run/version_0")
+
+    interrupt = f"--trainer.callbacks+={__name__}.StopAfterFirstEpoch"
+    main(
+        cli_args(
+            quadruplets_root, tmp_path / "first", "--trainer.max_epochs", "2", interrupt, *common
+        )
+    )
+    checkpoint = tmp_path / "first/run/version_0/checkpoints/last.ckpt"
+    assert checkpoint.is_file()
+    main(
+        cli_args(
+            quadruplets_root,
+            tmp_path / "resumed",
+            "--trainer.max_epochs",
+            "2",
+            "--ckpt_path",
+            str(checkpoint),
+            *common,
+        )
+    )
+    resumed = step_losses(tmp_path / "resumed/run/version_0")
+
+    assert sorted(straight) == [0, 1, 2, 3] and sorted(resumed) == [2, 3]
+    for step in (2, 3):
+        assert resumed[step] == straight[step], (step, resumed, straight)

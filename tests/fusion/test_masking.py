@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from fusion.masking import sample_visible_tokens, split_token_count
+
+
+def test_visible_count_is_exact_per_sample() -> None:
+    torch.manual_seed(0)
+    present = torch.tensor(
+        [[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 1, 0]], dtype=torch.bool
+    ).repeat(50, 1)
+    visible = sample_visible_tokens(present, num_positions=64, visible_fraction=0.5)
+    assert visible.shape == (200, 4, 64)
+    counts = visible.sum(dim=(1, 2))
+    expected = (present.sum(1) * 64 * 0.5).round().long()
+    assert torch.equal(counts, expected)
+    # Absent modalities get nothing.
+    assert not visible[~present].any()
+
+
+def test_rounding_of_odd_totals() -> None:
+    torch.manual_seed(1)
+    present = torch.ones(300, 3, dtype=torch.bool)
+    visible = sample_visible_tokens(present, num_positions=7, visible_fraction=0.3)
+    assert (visible.sum(dim=(1, 2)) == round(0.3 * 21)).all()
+
+
+def test_mean_share_is_uniform_over_modalities() -> None:
+    torch.manual_seed(2)
+    present = torch.ones(4000, 4, dtype=torch.bool)
+    visible = sample_visible_tokens(present, num_positions=256, visible_fraction=0.5)
+    share = visible.sum(-1).float() / 512
+    assert torch.allclose(share.mean(0), torch.full((4,), 0.25), atol=0.01)
+    # Dirichlet(1) shares are spread out, not all equal: a Beta(1, 3) share has variance
+    # 0.0375, lowered to about 0.025 by the cap at 256 of the 512 tokens (share <= 1/2).
+    assert 0.02 < float(share.var(0).mean()) < 0.032
+
+
+def test_positions_are_uniform_within_a_modality() -> None:
+    torch.manual_seed(3)
+    present = torch.ones(3000, 2, dtype=torch.bool)
+    visible = sample_visible_tokens(present, num_positions=16, visible_fraction=0.5)
+    rate = visible.float().mean(0)  # [2, 16]: each position visible half the time
+    assert torch.allclose(rate, torch.full_like(rate, 0.5), atol=0.05)
+
+
+def test_surplus_goes_to_the_other_modalities() -> None:
+    counts = split_token_count(460, torch.tensor([0.9, 0.1, 0.0]), capacity=256)
+    assert counts.tolist() == [256, 204, 0]
+    counts = split_token_count(10, torch.tensor([1.0, 1.0, 1.0]), capacity=4)
+    assert counts.tolist() == [4, 3, 3] or sorted(counts.tolist()) == [3, 3, 4]
+    assert int(split_token_count(768, torch.tensor([5.0, 1e-9, 1.0]), 256).min()) == 256
+
+
+def test_high_fraction_with_few_modalities() -> None:
+    torch.manual_seed(4)
+    present = torch.tensor([[1, 1]], dtype=torch.bool).repeat(500, 1)
+    visible = sample_visible_tokens(present, num_positions=10, visible_fraction=0.9)
+    assert (visible.sum(dim=(1, 2)) == 18).all() and (visible.sum(-1) >= 8).all()
+
+
+def test_fraction_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="visible_fraction"):
+        sample_visible_tokens(torch.ones(1, 2, dtype=torch.bool), 4, visible_fraction=0.0)
+    with pytest.raises(ValueError, match="do not fit"):
+        split_token_count(9, torch.tensor([1.0, 1.0]), capacity=4)
