@@ -8,9 +8,18 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 DATASET ?= quad
+DATA_ROOT ?=
+ARGS ?=
 export WANDB_MODE ?= offline
 
-.PHONY: help setup data test test-slow lint format bench pretrain clean
+# DATASET=quad|dfc2023 -> experiment config and folder of the embedded default data
+CONFIG_quad := experiments/pretrain_quad.yaml
+CONFIG_dfc2023 := experiments/pretrain_dfc2023.yaml
+EMBEDDED_quad := $(DATA_DIR)/quadruplets
+EMBEDDED_dfc2023 := $(DATA_DIR)/dfc2023
+CONFIG := $(CONFIG_$(DATASET))
+
+.PHONY: help setup data test test-slow lint format bench pretrain check-dataset clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,6 +52,17 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 
 bench: data ## Benchmarks: data pipeline and backbone speed, printed side by side
 	$(PY) -m benchmarks
+
+check-dataset:
+	@test -n "$(CONFIG)" || { echo "DATASET must be quad or dfc2023, not '$(DATASET)'"; exit 2; }
+
+pretrain: $(STAMP) check-dataset ## Pretrain (DATASET=quad|dfc2023): embedded data on CPU, or DATA_ROOT=dir with the paper's settings
+ifeq ($(strip $(DATA_ROOT)),)
+	$(PY) -m datamodules.synthetic --root $(DATA_DIR) --dataset $(if $(filter quad,$(DATASET)),quadruplets,dfc2023)
+	$(PY) -m fusion fit --config $(CONFIG) --config experiments/cpu.yaml --data.root $(EMBEDDED_$(DATASET)) $(ARGS)
+else
+	$(PY) -m fusion fit --config $(CONFIG) --data.root $(DATA_ROOT) $(ARGS)
+endif
 
 clean: ## Remove generated data and runs (keeps .venv)
 	rm -rf $(DATA_DIR) runs lightning_logs wandb

@@ -68,7 +68,10 @@ class JointAugmentation:
         placeholder = np.zeros(mask.shape[:2] + (1,), dtype=np.uint8)
         compose = self._compose(tuple(modalities))
         # albumentations keeps its own generators; seeding them from torch's makes the
-        # augmentation follow the run's seed (and each DataLoader worker's own seed).
-        compose.set_random_seed(int(torch.randint(2**31 - 1, ())))
+        # augmentation follow the run's seed (and each DataLoader worker's own seed). Each
+        # transform gets its own seed: one shared seed would make the flips decide alike.
+        seeds = torch.randint(2**31 - 1, (len(compose.transforms),)).tolist()
+        for transform, seed in zip(compose.transforms, seeds, strict=True):
+            transform.set_random_seed(seed)
         out = compose(image=placeholder, mask=mask, masks=list(instance_masks), **modalities)
         return {n: out[n] for n in modalities}, out["mask"], list(out["masks"])

@@ -71,9 +71,12 @@ class DFC2023(MultimodalDataset):
     # Recomputed with `python -m datamodules.normalization dfc2023 --root data/dfc2023` on the
     # embedded default; recompute them on the real training split.
     default_stats: ClassVar[dict[str, dict[str, list[float]]]] = {
-        "rgb": {"mean": [110.0, 110.0, 100.0], "std": [50.0, 50.0, 50.0]},
-        "sar": {"mean": [-12.0], "std": [6.0]},
-        "dsm": {"mean": [3.0], "std": [6.0]},
+        "rgb": {
+            "mean": [126.696064, 126.480172, 109.187254],
+            "std": [40.570972, 37.236116, 39.492566],
+        },
+        "sar": {"mean": [-14.419037], "std": [6.632501]},
+        "dsm": {"mean": [2.069398], "std": [5.711329]},
     }
 
     def __init__(

@@ -72,9 +72,12 @@ class Quadruplets(MultimodalDataset):
     # Recomputed with `python -m datamodules.normalization quadruplets --root data/quadruplets`
     # on the embedded default; recompute them on the real training split.
     default_stats: ClassVar[dict[str, dict[str, list[float]]]] = {
-        "s1": {"mean": [-11.0, -18.0], "std": [5.0, 5.0]},
-        "s2": {"mean": [700.0, 900.0, 900.0, 2300.0], "std": [400.0, 400.0, 500.0, 900.0]},
-        "dem": {"mean": [300.0], "std": [250.0]},
+        "s1": {"mean": [-10.219648, -17.371054], "std": [4.306386, 4.549916]},
+        "s2": {
+            "mean": [652.065245, 856.232091, 832.856934, 2578.519851],
+            "std": [270.041948, 297.951756, 411.441426, 907.247457],
+        },
+        "dem": {"mean": [192.918598], "std": [242.125621]},
     }
 
     def __init__(
