@@ -62,8 +62,12 @@ class PatchDecoder(nn.Module):
             :func:`fusion.losses.patchify`), or ``[B, L, P * P, K]`` logits for a categorical
             modality.
         """
-        tokens = self.projection(fusion_tokens) + self.modality_embedding
-        out = self.head(self.norm(self.blocks(tokens)))
         if self.num_classes is None:
-            return out
+            return self._decode(fusion_tokens)
+        with torch.autocast(fusion_tokens.device.type, enabled=False):
+            out = self._decode(fusion_tokens.float())
         return out.unflatten(-1, (self.patch_size**2, self.num_classes))
+
+    def _decode(self, fusion_tokens: Tensor) -> Tensor:
+        tokens = self.projection(fusion_tokens) + self.modality_embedding
+        return self.head(self.norm(self.blocks(tokens)))

@@ -1,0 +1,191 @@
+"""Where the modality tokens sit in memory, and who may attend to whom.
+
+The backbone keeps the fusion tokens as [B, L, D] (one per patch position) and the modality
+tokens as a block [B, G, T, D] whose shape depends on the layout:
+
+* `GridLayout` (G = M present modalities, T = L positions): every modality keeps its full patch
+  grid. Attention within a modality is then one batched call over B*M sequences. Tokens that
+  are not visible (a modality absent for some samples) stay in place and are masked out.
+* `PackedLayout` (G = 1, T = the most visible tokens of any sample): only visible tokens are
+  kept, packed per sample into one sequence padded to the batch maximum, with per-token
+  modality ids and positions. Hidden tokens cost no compute, as MultiMAE pretraining needs.
+
+Both answer the same questions: `scatter` puts tokens back on the [B, M, L] grid, and the
+attention masks say which keys each query may use (True = may attend, as in
+`torch.nn.functional.scaled_dot_product_attention`). Keys are ordered as the fusion tokens (L)
+followed by the modality block flattened group-major (G*T).
+"""
+
+from functools import cached_property
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+
+class TokenLayout(Protocol):
+    """What the attention layers need to know about the modality-token block [B, G, T, D]."""
+
+    @property
+    def visible(self) -> Tensor:
+        """Token visibility on the grid, [B, M, L] bool."""
+        ...
+
+    def arrange(self, grid_tokens: Tensor) -> Tensor:
+        """Grid tokens [B, M, L, C] -> layout tokens [B, G, T, C]."""
+        ...
+
+    def scatter(self, tokens: Tensor, fill: Tensor) -> Tensor:
+        """Layout tokens [B, G, T, C] -> grid [B, M, L, C], ``fill`` [C] where not visible."""
+        ...
+
+    @property
+    def key_mask(self) -> Tensor | None:
+        """Keys any query may attend, [B, 1, 1, L + G*T], or None if all may."""
+        ...
+
+    @property
+    def modality_mask(self) -> Tensor | None:
+        """Keys of its own modality a modality token may attend, [B*G, 1, 1 or T, T] or None."""
+        ...
+
+
+class GridLayout:
+    """Modality tokens on their full patch grid: the block is [B, M, L, D].
+
+    Args:
+        visible: Which tokens are visible, [B, M, L] bool, or None when all are.
+        batch_size: B.
+        num_modalities: M, the modalities present in the batch.
+        num_positions: L, patch positions per modality.
+        device: Device of the tokens.
+    """
+
+    def __init__(
+        self,
+        visible: Tensor | None,
+        batch_size: int,
+        num_modalities: int,
+        num_positions: int,
+        device: torch.device,
+    ) -> None:
+        self._visible = visible
+        self.shape = (batch_size, num_modalities, num_positions)
+        self.device = device
+
+    @property
+    def visible(self) -> Tensor:
+        """Token visibility, [B, M, L] bool."""
+        if self._visible is None:
+            return torch.ones(self.shape, dtype=torch.bool, device=self.device)
+        return self._visible
+
+    def arrange(self, grid_tokens: Tensor) -> Tensor:
+        """The grid is the layout: returns ``grid_tokens`` [B, M, L, C] unchanged."""
+        return grid_tokens
+
+    def scatter(self, tokens: Tensor, fill: Tensor) -> Tensor:
+        """Replaces hidden tokens of [B, M, L, C] by ``fill`` [C]."""
+        if self._visible is None:
+            return tokens
+        return torch.where(self._visible[..., None], tokens, fill.to(tokens.dtype))
+
+    @cached_property
+    def key_mask(self) -> Tensor | None:
+        """Fusion keys always, modality keys where visible: [B, 1, 1, L + M*L] or None."""
+        if self._visible is None:
+            return None
+        batch, _, positions = self.shape
+        fusion_keys = self._visible.new_ones(batch, positions)
+        return torch.cat([fusion_keys, self._visible.flatten(1)], dim=1)[:, None, None, :]
+
+    @cached_property
+    def modality_mask(self) -> Tensor | None:
+        """Visible keys of each (sample, modality) sequence: [B*M, 1, 1, L] or None.
+
+        A sequence with no visible token (a modality absent for that sample) may attend all of
+        its own keys: its outputs are never used, but must stay finite. A modality only ever
+        sees itself, so when whole sequences are either visible or absent no mask is needed.
+        """
+        if self._visible is None:
+            return None
+        keys = self._visible | ~self._visible.any(dim=-1, keepdim=True)
+        if bool(keys.all()):
+            return None
+        return keys.flatten(0, 1)[:, None, None, :]
+
+
+class PackedLayout:
+    """Visible modality tokens packed per sample: the block is [B, 1, T, D].
+
+    Each sample's visible tokens keep their grid order (modality, then row-major position) and
+    are padded to T, the largest visible count in the batch. With a fixed number of visible
+    tokens per sample (MultiMAE masking) there is no padding.
+
+    Args:
+        visible: Which tokens are visible, [B, M, L] bool.
+    """
+
+    def __init__(self, visible: Tensor) -> None:
+        self._visible = visible
+        batch, modalities, positions = visible.shape
+        self.shape = (batch, modalities, positions)
+        flat = visible.flatten(1)  # [B, M*L]
+        counts = flat.sum(dim=1)  # [B]
+        length = int(counts.max())
+        # Stable sort puts visible tokens first, in grid order.
+        order = torch.argsort((~flat).to(torch.uint8), dim=1, stable=True)[:, :length]
+        self.token_valid = torch.arange(length, device=visible.device) < counts[:, None]  # [B, T]
+        self.grid_index = order  # [B, T], index into the flattened [M, L] grid
+        self.modality_ids = torch.where(self.token_valid, order // positions, -1)  # [B, T]
+        self.positions = order % positions  # [B, T], row-major patch index
+        # Row indices for whole-token copies (index_select / index_copy beat per-element
+        # gather / scatter): into the flattened [B * M * L] grid, and into a [B * (M*L + 1)]
+        # grid whose extra row per sample collects the padding.
+        samples = torch.arange(batch, device=visible.device)[:, None]
+        slots = modalities * positions
+        self._grid_rows = (samples * slots + order).flatten()
+        padded_target = torch.where(self.token_valid, order, slots)
+        self._scatter_rows = (samples * (slots + 1) + padded_target).flatten()
+
+    @property
+    def visible(self) -> Tensor:
+        """Token visibility, [B, M, L] bool."""
+        return self._visible
+
+    def arrange(self, grid_tokens: Tensor) -> Tensor:
+        """Packs the visible tokens of [B, M, L, C] into [B, 1, T, C]."""
+        batch, channels = grid_tokens.shape[0], grid_tokens.shape[-1]
+        packed = grid_tokens.reshape(-1, channels).index_select(0, self._grid_rows)
+        return packed.view(batch, 1, -1, channels)
+
+    def scatter(self, tokens: Tensor, fill: Tensor) -> Tensor:
+        """Unpacks [B, 1, T, C] onto the grid [B, M, L, C], ``fill`` [C] where not visible."""
+        batch, modalities, positions = self.shape
+        channels = tokens.shape[-1]
+        slots = modalities * positions
+        grid = fill.to(tokens.dtype).expand(batch * (slots + 1), channels)
+        grid = grid.index_copy(0, self._scatter_rows, tokens.reshape(-1, channels))
+        return grid.view(batch, slots + 1, channels)[:, :slots].view(
+            batch, modalities, positions, channels
+        )
+
+    @cached_property
+    def key_mask(self) -> Tensor | None:
+        """Fusion keys always, packed keys unless padding: [B, 1, 1, L + T] or None."""
+        if bool(self.token_valid.all()):
+            return None
+        batch, _, positions = self.shape
+        fusion_keys = self.token_valid.new_ones(batch, positions)
+        return torch.cat([fusion_keys, self.token_valid], dim=1)[:, None, None, :]
+
+    @cached_property
+    def modality_mask(self) -> Tensor:
+        """Packed keys of the query's own modality: [B, 1, T, T].
+
+        Padding queries may attend only to themselves, so that no row is empty.
+        """
+        ids = self.modality_ids
+        same = (ids[:, :, None] == ids[:, None, :]) & self.token_valid[:, None, :]
+        diagonal = torch.eye(ids.shape[1], dtype=torch.bool, device=ids.device)
+        return (same | diagonal)[:, None]

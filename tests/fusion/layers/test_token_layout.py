@@ -1,0 +1,50 @@
+import torch
+
+from fusion.layers.token_layout import GridLayout, PackedLayout
+
+
+def test_packed_layout_keeps_grid_order_and_round_trips() -> None:
+    visible = torch.tensor(
+        [
+            [[True, False, True], [False, True, False]],
+            [[False, False, False], [True, False, False]],
+        ]
+    )  # [B=2, M=2, L=3]
+    layout = PackedLayout(visible)
+    assert layout.modality_ids.tolist() == [[0, 0, 1], [1, -1, -1]]
+    assert layout.positions[0].tolist() == [0, 2, 1]
+    assert layout.token_valid.tolist() == [[True, True, True], [True, False, False]]
+    grid = torch.arange(2 * 2 * 3, dtype=torch.float32).view(2, 2, 3, 1)
+    packed = layout.arrange(grid)
+    assert packed.shape == (2, 1, 3, 1)
+    assert packed[0, 0, :, 0].tolist() == [0.0, 2.0, 4.0]
+    back = layout.scatter(packed, fill=torch.tensor([-1.0]))
+    torch.testing.assert_close(back, torch.where(visible[..., None], grid, -1.0))
+
+
+def test_packed_masks() -> None:
+    visible = torch.tensor([[[True, True], [True, False]], [[False, False], [True, False]]])
+    layout = PackedLayout(visible)
+    mask = layout.modality_mask[:, 0]  # [B, T, T]
+    assert mask[0].tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+    # Padding rows of sample 1 attend only to themselves.
+    assert mask[1].tolist() == [[True, False, False], [False, True, False], [False, False, True]]
+    keys = layout.key_mask[:, 0, 0]  # fusion (2) then packed (3)
+    assert keys.tolist() == [[True] * 5, [True, True, True, False, False]]
+
+
+def test_grid_masks_only_when_needed() -> None:
+    everything = GridLayout(None, 2, 3, 4, torch.device("cpu"))
+    assert everything.key_mask is None and everything.modality_mask is None
+    assert everything.visible.shape == (2, 3, 4) and everything.visible.all()
+    absent = torch.ones(2, 3, 4, dtype=torch.bool)
+    absent[1, 2] = False  # a modality absent for one sample: isolation needs no mask
+    layout = GridLayout(absent, 2, 3, 4, torch.device("cpu"))
+    assert layout.modality_mask is None
+    assert layout.key_mask[:, 0, 0].sum(-1).tolist() == [4 + 12, 4 + 8]
+    partial = absent.clone()
+    partial[0, 0, 1] = False
+    mask = GridLayout(partial, 2, 3, 4, torch.device("cpu")).modality_mask
+    assert mask.shape == (6, 1, 1, 4)
+    assert mask[0, 0, 0].tolist() == [True, False, True, True]
+    assert mask[5].all()  # the absent sequence may attend all of its own keys
