@@ -36,8 +36,8 @@ def datamodules(data: Path, num_workers: int) -> dict[str, MultimodalDataModule]
         ),
     }
     if SHARED_CHIP_FOLDER.is_dir():
-        modules["Sen1Floods11 (256 px tiles)"] = Sen1Floods11DataModule(
-            tile_size=256, stride=32, **common
+        modules["Sen1Floods11 (128 px tiles upsampled)"] = Sen1Floods11DataModule(
+            tile_size=128, stride=16, **common
         )
     return modules
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     print(f"\nData pipeline, training split, batch {BATCH_SIZE}, {IMAGE_SIZE} x {IMAGE_SIZE}")
-    print(f"{'DataModule':32s} {'0 workers':>12s} {'2 workers':>12s} {'ViT-T step':>12s} ratio")
+    print(f"{'DataModule':38s} {'0 workers':>12s} {'2 workers':>12s} {'ViT-T step':>12s} ratio")
     for name in datamodules(args.data, 0):
         rates = [
             loader_throughput(datamodules(args.data, workers)[name], args.batches)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
         training = pretraining_throughput(datamodules(args.data, 0)[name])
         print(
-            f"{name:32s} {rates[0]:8.0f} s/s {rates[1]:8.0f} s/s {training:8.1f} s/s "
+            f"{name:38s} {rates[0]:8.0f} s/s {rates[1]:8.0f} s/s {training:8.1f} s/s "
             f"{rates[1] / training:5.1f}x"
         )
     print("s/s: samples per second; ratio: 2-worker loading over pretraining consumption.")

@@ -276,9 +276,19 @@ class MultimodalDataset(NonGeoDataset):
         if size is None or (height, width) == (size, size):
             return arrays, target
         smooth = cv2.INTER_AREA if size < min(height, width) else cv2.INTER_LINEAR
+        # Nearest neighbour as one pixel-centre sampling shared by every label layer, so that
+        # instance masks, their union and the semantic mask stay exactly consistent; a strided
+        # view when the sizes divide (512 -> 256), a gather otherwise.
+        if height % size == 0 and width % size == 0:
+            step_y, step_x = height // size, width // size
+            picked = (slice(step_y // 2, None, step_y), slice(step_x // 2, None, step_x))
+        else:
+            rows = ((np.arange(size) + 0.5) * height / size).astype(np.intp)
+            cols = ((np.arange(size) + 0.5) * width / size).astype(np.intp)
+            picked = (rows[:, None], cols)
 
         def nearest(a: np.ndarray) -> np.ndarray:
-            return cv2.resize(a, (size, size), interpolation=cv2.INTER_NEAREST)
+            return np.ascontiguousarray(a[picked])
 
         resized = {}
         for name, data in arrays.items():

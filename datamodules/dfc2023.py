@@ -55,6 +55,8 @@ class DFC2023(MultimodalDataset):
         augmentation: geometric augmentation, or None.
         stats: normalization statistics, None for :attr:`default_stats`.
         normalize: apply the statistics.
+        instances: return the building instances (False saves their decoding when only the
+            semantic mask or no label is needed, as in pretraining).
 
     Raises:
         FileNotFoundError: if the annotation file or a tile referenced by it is missing.
@@ -89,10 +91,12 @@ class DFC2023(MultimodalDataset):
         augmentation: JointAugmentation | None = None,
         stats: str | Path | Mapping[str, Any] | None = None,
         normalize: bool = True,
+        instances: bool = True,
     ) -> None:
         super().__init__(
             root, split, modalities, modality_sampling, image_size, augmentation, stats, normalize
         )
+        self.instances = instances
         self.annotation_file = self.root / "annotations" / f"buildings_only_{split}.json"
         self.images, self.annotations, categories = _load_coco(self.annotation_file)
         self.category_index = {cat["id"]: i for i, cat in enumerate(categories)}
@@ -144,14 +148,16 @@ class DFC2023(MultimodalDataset):
                 f"{reference}: tile is {grid.width}x{grid.height} but {self.annotation_file} says "
                 f"{image['width']}x{image['height']} for {image['file_name']!r}"
             )
-        masks, labels = [], []
-        for annotation in self.annotations[image["id"]]:
-            masks.append(_decode_segmentation(annotation, grid.height, grid.width))
-            labels.append(self.category_index[annotation["category_id"]])
+        annotations = self.annotations[image["id"]]
+        rles = [_segmentation_rle(a["segmentation"], grid.height, grid.width) for a in annotations]
+        labels = [self.category_index[a["category_id"]] for a in annotations]
         semantic = np.zeros((grid.height, grid.width), dtype=np.uint8)
-        for instance, label in zip(masks, labels, strict=True):
-            semantic[instance.astype(bool)] = label + 1
-        return Target(semantic, masks, labels)
+        for label in sorted(set(labels)):  # one decode of the union per class
+            union = coco_mask.merge([r for r, k in zip(rles, labels, strict=True) if k == label])
+            semantic[coco_mask.decode(union).astype(bool)] = label + 1
+        if not self.instances:
+            return Target(semantic)
+        return Target(semantic, [coco_mask.decode(rle) for rle in rles], labels)
 
 
 def _load_coco(path: Path) -> tuple[list[dict], dict[int, list[dict]], list[dict]]:
@@ -211,17 +217,13 @@ def _numeric(values: list) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
-def _decode_segmentation(annotation: dict, height: int, width: int) -> np.ndarray:
-    """Rasterize one annotation's polygons (or RLE) to a ``uint8 [H, W]`` mask."""
-    segmentation = annotation["segmentation"]
+def _segmentation_rle(segmentation: list | dict, height: int, width: int) -> dict:
+    """One annotation's polygons (or RLE) as a single COCO run-length encoding."""
     if isinstance(segmentation, list):
-        rles = coco_mask.frPyObjects(segmentation, height, width)
-        rle = coco_mask.merge(rles)
-    elif isinstance(segmentation["counts"], list):
-        rle = coco_mask.frPyObjects(segmentation, height, width)
-    else:
-        rle = segmentation
-    return coco_mask.decode(rle)
+        return coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation["counts"], list):  # uncompressed RLE
+        return coco_mask.frPyObjects(segmentation, height, width)
+    return segmentation
 
 
 class DFC2023DataModule(MultimodalDataModule):
@@ -239,6 +241,7 @@ class DFC2023DataModule(MultimodalDataModule):
         crop_size: output size of the training crop (None: no crop, only flips/rotations).
         crop_scale: area range of the random resized crop.
         stats: normalization statistics (mapping or JSON path), None for the defaults.
+        instances: return building instances (False for pretraining, which needs none).
     """
 
     def __init__(
@@ -254,6 +257,7 @@ class DFC2023DataModule(MultimodalDataModule):
         crop_size: int | None = None,
         crop_scale: tuple[float, float] = (0.5, 1.0),
         stats: str | dict[str, Any] | None = None,
+        instances: bool = True,
     ) -> None:
         super().__init__(
             DFC2023,
@@ -268,4 +272,5 @@ class DFC2023DataModule(MultimodalDataModule):
             crop_size,
             crop_scale,
             stats,
+            instances=instances,
         )

@@ -133,3 +133,9 @@ def test_datamodule_collates_instances(dfc2023_root: Path) -> None:
     assert [len(labels) for labels in batch["labels"]] == [0, 1, 2]
     assert batch["instance_masks"][2].shape == (2, 32, 32)
     assert dm.classes == ("background", "building")
+
+
+def test_instances_can_be_left_out(dfc2023_root: Path) -> None:
+    sample = DFC2023(dfc2023_root, image_size=None, instances=False)[2]
+    assert "instance_masks" not in sample and "labels" not in sample
+    assert set(sample["mask"].unique().tolist()) == {0, 1}
