@@ -80,7 +80,9 @@ def test_one_fast_training_step(quadruplets_root: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_resume_reproduces_the_next_steps(quadruplets_root: Path, tmp_path: Path, workers) -> None:
+def test_resume_reproduces_the_next_steps(
+    quadruplets_root: Path, tmp_path: Path, workers: int, capsys: pytest.CaptureFixture
+) -> None:
     common = (
         "--trainer.precision",
         "32-true",
@@ -92,7 +94,16 @@ def test_resume_reproduces_the_next_steps(quadruplets_root: Path, tmp_path: Path
         str(workers),
     )
     main(cli_args(quadruplets_root, tmp_path / "straight", "--trainer.max_epochs", "2", *common))
-    straight = step_losses(tmp_path / "straight/run/version_0")
+    run = tmp_path / "straight/run/version_0"
+    straight = step_losses(run)
+    # The run folder holds the figures and checkpoints, and the summary says where.
+    assert sorted(p.name for p in (run / "figures").iterdir()) == [
+        "reconstruction_epoch0000.png",
+        "reconstruction_epoch0001.png",
+    ]
+    printed = capsys.readouterr().out
+    assert "val/loss:" in printed and str(run / "metrics.csv") in printed
+    assert str(run / "checkpoints" / "last.ckpt") in printed
 
     interrupt = f"--trainer.callbacks+={__name__}.StopAfterFirstEpoch"
     main(
