@@ -35,7 +35,6 @@ class JointAugmentation:
         if size is not None:
             transforms.append(A.RandomResizedCrop(size=size, scale=crop_scale, ratio=(0.75, 4 / 3)))
         self.categorical = frozenset(categorical)
-        self.size = size
         self._transforms = transforms
         self._composed: dict[tuple[str, ...], A.Compose] = {}
 

@@ -5,9 +5,11 @@ targets are read (:meth:`MultimodalDataset._read_target`); this class does the r
 
 1. draw the sample's modality subset (:mod:`datamodules.modality_sampling`);
 2. read only the present modalities, checking band counts and that all share one grid;
-3. fill no-data pixels (NaN, infinite or the file's no-data value) with the modality mean and
-   set the semantic mask to :data:`IGNORE_INDEX` there; a modality that is no data over the
-   whole tile is treated as absent for that sample;
+3. fill no-data pixels (NaN, infinite, or the file's or the modality's no-data value) with the
+   modality mean (class 0 for class maps), mark them invalid in ``valid`` and set the semantic
+   mask to :data:`IGNORE_INDEX` there; a modality that is no data over the whole tile is treated
+   as absent for that sample (and if the drawn subset has no data at all, the tile's other
+   modalities are used instead);
 4. resize to ``image_size`` (area/bilinear for images, nearest for class maps and masks);
 5. augment (:class:`datamodules.augmentation.JointAugmentation`), training only;
 6. normalize continuous modalities with the dataset's statistics;
@@ -19,6 +21,8 @@ Sample contract (a ``dict``):
   W]`` class ids for categorical ones. Every modality of the dataset has a key; an absent one
   holds zeros and must be ignored through ``present``.
 - ``present``: ``bool [M]``, one flag per modality in ``dataset.modalities`` order.
+- ``valid``: ``bool [M, H, W]``, True where the modality is present and its pixel holds data
+  (reconstruction losses skip the rest).
 - ``mask``: ``int64 [H, W]`` semantic labels, :data:`IGNORE_INDEX` where unknown or no data.
 - ``name``: tile name.
 - instance datasets add ``instance_masks`` (``bool [N, H, W]``), ``boxes`` (``float32 [N, 4]``,
@@ -64,6 +68,7 @@ class Modality:
         rgb: channels shown as red, green, blue by ``plot`` (one channel: grey).
         file_bands: bands in the file when the loader reads only some (see ``read_bands``).
         read_bands: 1-based bands of the file to read, None for all.
+        nodata: no-data value of the layout, used when a file carries no no-data tag.
     """
 
     bands: int
@@ -72,6 +77,7 @@ class Modality:
     rgb: tuple[int, ...] = (0,)
     file_bands: int | None = None
     read_bands: tuple[int, ...] | None = None
+    nodata: float | None = None
 
     @property
     def categorical(self) -> bool:
@@ -92,11 +98,14 @@ class Target:
         mask: semantic labels ``[H, W]`` (uint8), :data:`IGNORE_INDEX` where unknown.
         instance_masks: per-instance binary masks, each ``[H, W]`` uint8 (instance datasets).
         instance_labels: class id ``0..K-1`` of each instance.
+        invalid: ``[H, W]`` bits, bit m set where modality m (dataset order) is no data; set by
+            the pipeline, None when every pixel holds data.
     """
 
     mask: np.ndarray
     instance_masks: list[np.ndarray] | None = None
     instance_labels: list[int] | None = None
+    invalid: np.ndarray | None = None
 
 
 class MultimodalDataset(NonGeoDataset):
@@ -138,6 +147,8 @@ class MultimodalDataset(NonGeoDataset):
         self.root = Path(root)
         self.split = split
         self.modalities = check_modalities(modalities, tuple(self.all_modalities))
+        if len(self.modalities) > 16:
+            raise ValueError(f"At most 16 modalities are supported, got {len(self.modalities)}")
         self.modality_info = {m: self.all_modalities[m] for m in self.modalities}
         self.modality_sampling = modality_sampling
         self.image_size = image_size
@@ -217,6 +228,7 @@ class MultimodalDataset(NonGeoDataset):
                 reference,
                 indexes=info.read_bands,
                 window=window,
+                default_nodata=info.nodata,
             )
             if grid is None:
                 grid, reference = raster.grid, paths[name]
@@ -232,33 +244,38 @@ class MultimodalDataset(NonGeoDataset):
         """Load one sample (see the module docstring for its keys)."""
         flags = self._sampler.sample()
         names = [m for m, keep in zip(self.modalities, flags, strict=True) if keep]
-        rasters = self.read_modalities(index, names)
-        paths = self._tile_paths(index)
-        first = next(iter(rasters.values()))
-        target = self._read_target(index, first.grid, paths[names[0]])
-
-        arrays: dict[str, np.ndarray] = {}
-        for name, raster in rasters.items():
-            if raster.nodata is not None and raster.nodata.all():
-                continue  # nothing usable: the modality is absent from this sample
-            arrays[name] = self._fill_nodata(name, raster, target.mask)
-        if not arrays:
-            raise ValueError(
-                f"Tile {self.tile_name(index)!r}: every selected modality {names} is no data"
-            )
+        rasters = _with_data(self.read_modalities(index, names))
+        if not rasters:  # the drawn subset is all no data here: show what the tile has
+            others = [m for m in self.modalities if m not in names]
+            rasters = _with_data(self.read_modalities(index, others))
+        if not rasters:
+            raise ValueError(f"Tile {self.tile_name(index)!r}: every modality is no data")
+        reference = next(iter(rasters))
+        target = self._read_target(
+            index, rasters[reference].grid, self._tile_paths(index)[reference]
+        )
+        arrays = {name: self._fill_nodata(name, raster, target) for name, raster in rasters.items()}
 
         arrays, target = self._resize(arrays, target)
-        instance_masks = target.instance_masks or []
-        mask = target.mask
         if self.augmentation is not None:
-            arrays, mask, instance_masks = self.augmentation(arrays, mask, instance_masks)
-        return self._to_sample(index, arrays, mask, instance_masks, target.instance_labels)
+            # The no-data bits travel as one more mask (nearest neighbour, same transform).
+            layers = (target.instance_masks or []) + [_or_zeros(target.invalid, target.mask)]
+            arrays, mask, layers = self.augmentation(arrays, target.mask, layers)
+            instances = layers[:-1] if target.instance_masks is not None else None
+            target = Target(mask, instances, target.instance_labels, layers[-1])
+        return self._to_sample(index, arrays, target)
 
-    def _fill_nodata(self, name: str, raster: Raster, mask: np.ndarray) -> np.ndarray:
-        """``[H, W, C]`` (or ``[H, W]`` class ids) with no-data pixels filled, mask updated."""
+    def _fill_nodata(self, name: str, raster: Raster, target: Target) -> np.ndarray:
+        """Fill no-data pixels; ``[H, W, C]`` (class ids ``[H, W]``), marked in ``target``.
+
+        Filled with the modality mean (0 after normalization; class 0 for class maps), set to
+        :data:`IGNORE_INDEX` in the mask and flagged in ``target.invalid``.
+        """
         data = raster.data
         if raster.nodata is not None:
-            mask[raster.nodata] = IGNORE_INDEX
+            target.mask[raster.nodata] = IGNORE_INDEX
+            target.invalid = _or_zeros(target.invalid, target.mask)
+            target.invalid[raster.nodata] |= 1 << self.modalities.index(name)
             data = data.copy()
             if self.modality_info[name].categorical:
                 data[:, raster.nodata] = 0
@@ -302,17 +319,14 @@ class MultimodalDataset(NonGeoDataset):
             nearest(target.mask),
             None if instances is None else [nearest(m) for m in instances],
             target.instance_labels,
+            None if target.invalid is None else nearest(target.invalid),
         )
 
     def _to_sample(
-        self,
-        index: int,
-        arrays: dict[str, np.ndarray],
-        mask: np.ndarray,
-        instance_masks: list[np.ndarray],
-        instance_labels: list[int] | None,
+        self, index: int, arrays: dict[str, np.ndarray], target: Target
     ) -> dict[str, Any]:
         """Normalize, convert to tensors and add zeros for absent modalities."""
+        mask = target.mask
         height, width = mask.shape
         sample: dict[str, Any] = {}
         for name in self.modalities:
@@ -329,11 +343,21 @@ class MultimodalDataset(NonGeoDataset):
                     std = np.asarray(self.stats[name]["std"], dtype=np.float32)
                     data = (data - mean) / std
                 sample[name] = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1)))
-        sample["present"] = torch.tensor([m in arrays for m in self.modalities])
+        present = torch.tensor([m in arrays for m in self.modalities])
+        sample["present"] = present
+        valid = present[:, None, None].expand(-1, height, width).clone()
+        if target.invalid is not None:
+            bits = torch.from_numpy(target.invalid.astype(np.int64))
+            valid &= (bits[None] >> torch.arange(len(self.modalities))[:, None, None]) & 1 == 0
+        sample["valid"] = valid
         sample["mask"] = torch.from_numpy(mask.astype(np.int64))
         sample["name"] = self.tile_name(index)
-        if instance_labels is not None:
-            sample.update(_instances_to_tensors(instance_masks, instance_labels, height, width))
+        if target.instance_labels is not None:
+            sample.update(
+                _instances_to_tensors(
+                    target.instance_masks or [], target.instance_labels, height, width
+                )
+            )
         return sample
 
     def plot(
@@ -355,6 +379,16 @@ class MultimodalDataset(NonGeoDataset):
         from datamodules.plotting import plot_sample
 
         return plot_sample(self, sample, show_titles=show_titles, suptitle=suptitle)
+
+
+def _with_data(rasters: dict[str, Raster]) -> dict[str, Raster]:
+    """The rasters that hold data somewhere (one that is no data everywhere counts as absent)."""
+    return {n: r for n, r in rasters.items() if r.nodata is None or not r.nodata.all()}
+
+
+def _or_zeros(bits: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    """``bits``, or a zero ``uint16`` no-data bit map shaped like ``like``."""
+    return np.zeros(like.shape, dtype=np.uint16) if bits is None else bits
 
 
 def _instances_to_tensors(

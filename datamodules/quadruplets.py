@@ -8,10 +8,12 @@ The paper's own dataset (not public). This package defines its on-disk layout, s
     <root>/<region>/s2/<name>.tif            4 bands: B2, B3, B4, B8 reflectance x 10000
                                              (0: no data)
     <root>/<region>/dem/<name>.tif           1 band float32: elevation in metres
-    <root>/<region>/dnw/<name>.tif           1 band uint8: Dynamic World label 0..8
+    <root>/<region>/dnw/<name>.tif           1 band uint8: Dynamic World label 0..8 (255: no data)
     <root>/<region>/label/<name>.tif         1 band: UrbanAtlas 2018 code (e.g. 11100)
 
-The five files of a tile share one grid (10 m, 256 x 256 pixels in the paper). Without
+The five files of a tile share one grid (10 m, 256 x 256 pixels in the paper). Files without a
+no-data tag follow the layout's values (Sentinel-2 0, Dynamic World 255); a tag overrides them.
+Without
 ``splits.json`` a folder ``<root>/<split>/`` is read as the single region of that split. Labels
 are merged into seven classes by :func:`datamodules.landcover.urban_atlas_to_classes`; unmapped
 codes are ignored. README.md describes how to export such tiles from Earth Engine.
@@ -37,6 +39,8 @@ from datamodules.modality_sampling import ModalitySampling
 from datamodules.rasters import RasterGrid, read_raster
 
 LABEL_FOLDER = "label"
+NODATA_CLASS = 255
+"""Value of a Dynamic World pixel without data (class ids are 0..8), unless the file says else."""
 
 
 class Quadruplets(MultimodalDataset):
@@ -64,9 +68,11 @@ class Quadruplets(MultimodalDataset):
 
     all_modalities: ClassVar[dict[str, Modality]] = {
         "s1": Modality(2, "Sentinel-1 VV, VH backscatter, dB", rgb=(0, 1, 0)),
-        "s2": Modality(4, "Sentinel-2 B2, B3, B4, B8 reflectance x 10000", rgb=(2, 1, 0)),
+        "s2": Modality(4, "Sentinel-2 B2, B3, B4, B8 reflectance x 10000", rgb=(2, 1, 0), nodata=0),
         "dem": Modality(1, "elevation, metres"),
-        "dnw": Modality(1, "Dynamic World label", classes=len(DYNAMIC_WORLD_CLASSES)),
+        "dnw": Modality(
+            1, "Dynamic World label", classes=len(DYNAMIC_WORLD_CLASSES), nodata=NODATA_CLASS
+        ),
     }
     classes: ClassVar[tuple[str, ...]] = LANDCOVER_CLASSES
     # Recomputed with `python -m datamodules.normalization quadruplets --root data/quadruplets`

@@ -79,6 +79,7 @@ def read_raster(
     reference: str | Path | None = None,
     indexes: tuple[int, ...] | None = None,
     window: Window | None = None,
+    default_nodata: float | None = None,
 ) -> Raster:
     """Read a GeoTIFF (or a window of it) and check it against what the dataset expects.
 
@@ -90,6 +91,7 @@ def read_raster(
         reference: file ``grid`` was read from, named in the error message.
         indexes: 1-based bands to read (default: all).
         window: part of the file to read (default: all of it).
+        default_nodata: no-data value to use when the file has no no-data tag.
 
     Returns:
         The raster's pixels, no-data mask and grid.
@@ -115,7 +117,7 @@ def read_raster(
                 other = f" of {reference}" if reference is not None else ""
                 raise RasterError(f"{path}: grid differs from the grid{other}: {problem}")
             data = src.read(indexes=list(indexes) if indexes else None, window=window)
-            nodata_value = src.nodata
+            nodata_value = src.nodata if src.nodata is not None else default_nodata
     except rasterio.errors.RasterioIOError as error:
         raise RasterError(f"{path}: cannot be read as a raster ({error})") from error
     return Raster(data, _nodata_mask(data, nodata_value), file_grid)

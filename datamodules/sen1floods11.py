@@ -65,6 +65,7 @@ class Sen1Floods11Chip(MultimodalDataset):
             rgb=(2, 1, 0),
             file_bands=13,
             read_bands=(2, 3, 4, 8),
+            nodata=0,
         ),
     }
     classes: ClassVar[tuple[str, ...]] = ("not_water", "water")

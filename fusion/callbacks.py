@@ -124,7 +124,7 @@ class RunSummary(L.Callback):
         lines = ["", "Run finished."]
         if len(self.history) >= 2:
             lines.append(
-                f"  {self.monitor}: {self.history[0]:.4f} (before training) -> "
+                f"  {self.monitor}: {self.history[0]:.4f} (sanity check, before training) -> "
                 f"{self.history[-1]:.4f} (last epoch), best {min(self.history):.4f}"
             )
         checkpoint = trainer.checkpoint_callback

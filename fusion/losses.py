@@ -46,7 +46,11 @@ def normalize_patches(patches: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 def masked_patch_loss(
-    prediction: Tensor, target: Tensor, weight: Tensor, kind: ReconstructionLoss
+    prediction: Tensor,
+    target: Tensor,
+    weight: Tensor,
+    kind: ReconstructionLoss,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Mean reconstruction loss over the patches selected by ``weight``.
 
@@ -57,6 +61,8 @@ def masked_patch_loss(
         weight: ``[B, L]``, 1 for patches that count (masked-out tokens of present
             modalities), 0 elsewhere.
         kind: ``"mse"``, ``"l1"`` or ``"ce"``.
+        valid: optional ``bool [B, L, N]``, False for target values without data; a patch's
+            loss is the mean over its valid values, and a patch without any does not count.
 
     Returns:
         Scalar loss: the per-patch mean loss averaged over the counted patches (0 when none
@@ -64,15 +70,21 @@ def masked_patch_loss(
     """
     prediction = prediction.float()
     if kind == "ce":
-        per_pixel = F.cross_entropy(prediction.flatten(0, 2), target.flatten(), reduction="none")
-        per_patch = per_pixel.view(target.shape).mean(dim=-1)
+        per_value = F.cross_entropy(prediction.flatten(0, 2), target.flatten(), reduction="none")
+        per_value = per_value.view(target.shape)
     elif kind == "mse":
-        per_patch = (prediction - target.float()).pow(2).mean(dim=-1)
+        per_value = (prediction - target.float()).pow(2)
     elif kind == "l1":
-        per_patch = (prediction - target.float()).abs().mean(dim=-1)
+        per_value = (prediction - target.float()).abs()
     else:
         raise ValueError(f"Unknown reconstruction loss {kind!r}; use 'mse', 'l1' or 'ce'")
     weight = weight.float()
+    if valid is None:
+        per_patch = per_value.mean(dim=-1)
+    else:
+        counts = valid.sum(dim=-1)
+        per_patch = (per_value * valid).sum(dim=-1) / counts.clamp_min(1)
+        weight = weight * (counts > 0)
     return (per_patch * weight).sum() / weight.sum().clamp_min(1.0)
 
 

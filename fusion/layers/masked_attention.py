@@ -3,9 +3,9 @@
 With ``attention="masked"`` a modality token attends only to the tokens of its own modality,
 and a fusion token attends to every visible token (fusion and all modalities). Because of this
 block structure the attention runs as two calls of `attend`: one batched over the B*G modality
-sequences of the layout (no mask at all on the grid layout), one for the fusion queries over
-all keys. With ``attention="full"`` (the MultiViT baseline) every token attends to every
-visible token.
+sequences of the layout (on the grid layout without a mask, unless a modality is missing for
+some samples), one for the fusion queries over all keys. With ``attention="full"`` (the
+MultiViT baseline) every token attends to every visible token.
 
 Measured alternatives: a whole MaskedFusionViT-T training step (batch 8, 4 x 256 modality and
 256 fusion tokens, 2-core CPU, torch 2.14) against 12 timm ViT-T blocks over the same 1280

@@ -136,7 +136,6 @@ class PackedLayout:
         # Stable sort puts visible tokens first, in grid order.
         order = torch.argsort((~flat).to(torch.uint8), dim=1, stable=True)[:, :length]
         self.token_valid = torch.arange(length, device=visible.device) < counts[:, None]  # [B, T]
-        self.grid_index = order  # [B, T], index into the flattened [M, L] grid
         self.modality_ids = torch.where(self.token_valid, order // positions, -1)  # [B, T]
         self.positions = order % positions  # [B, T], row-major patch index
         # Row indices for whole-token copies (index_select / index_copy beat per-element

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from fusion.backbone import MaskedFusionViT
+from fusion.backbone import FusionOutput, MaskedFusionViT
 from fusion.decoders import PatchDecoder
 from fusion.layers.masked_attention import AttentionKind
 from fusion.losses import (
@@ -182,7 +182,9 @@ class PretrainTask(L.LightningModule):
         self._figure_batch: ReconstructionBatch | None = None
 
     # -- the method, step by step ------------------------------------------------------------
-    def draw_visibility(self, present: Mapping[str, Tensor], num_positions: int) -> dict:
+    def draw_visibility(
+        self, present: Mapping[str, Tensor], num_positions: int
+    ) -> dict[str, Tensor]:
         """MultiMAE visibility per modality ``[B, L]`` for the modalities of a batch."""
         names = list(present)
         matrix = torch.stack([present[n] for n in names], dim=1)
@@ -197,8 +199,17 @@ class PretrainTask(L.LightningModule):
         present: Mapping[str, Tensor],
         fusion: Tensor,
         visible: Mapping[str, Tensor],
+        valid: Mapping[str, Tensor] | None = None,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Eq. 4 per modality, on hidden patches of present modalities.
+
+        Args:
+            inputs: name -> ``[B, C, H, W]`` images (class ids ``[B, 1, H, W]``).
+            present: name -> ``bool [B]``.
+            fusion: fusion tokens ``[B, L, D]``.
+            visible: name -> ``bool [B, L]`` tokens the encoder saw.
+            valid: optional name -> ``bool [B, H, W]``, False on pixels without data, which
+                the loss skips.
 
         Returns:
             Loss per modality, and the decoders' raw predictions per modality.
@@ -212,11 +223,15 @@ class PretrainTask(L.LightningModule):
             if self.hparams.normalize_targets and kind != "ce":
                 target = normalize_patches(target.float())
             hidden = present[name][:, None] & ~visible[name]  # [B, L]
-            losses[name] = masked_patch_loss(prediction, target, hidden, kind)
+            pixels = None
+            if valid is not None:  # [B, L, P*P] -> one flag per target value (channels last)
+                pixels = patchify(valid[name][:, None], patch)
+                pixels = pixels.repeat_interleave(target.shape[-1] // pixels.shape[-1], dim=-1)
+            losses[name] = masked_patch_loss(prediction, target, hidden, kind, pixels)
             predictions[name] = prediction
         return losses, predictions
 
-    def contrastive_losses(self, output: Any) -> dict[str, Tensor]:
+    def contrastive_losses(self, output: FusionOutput) -> dict[str, Tensor]:
         """Eq. 5 per modality, over the samples where the modality has visible tokens."""
         losses = {}
         for name, valid in output.vectors_valid.items():
@@ -243,13 +258,18 @@ class PretrainTask(L.LightningModule):
         if stage == "train":
             visible = self.draw_visibility(present, num_positions)
         else:  # the same masks every epoch, without touching the training random state
-            with torch.random.fork_rng(devices=[]):
+            cuda = list(range(torch.cuda.device_count())) if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(self.hparams.validation_seed + batch_idx)
                 visible = self.draw_visibility(present, num_positions)
         visible = {name: v.to(self.device) for name, v in visible.items()}
         output = self.backbone(inputs, present=present, visible=visible)
+        valid = None
+        if "valid" in batch:  # pixels without data stay out of the reconstruction loss
+            columns = {name: i for i, name in enumerate(self.modality_names)}
+            valid = {name: batch["valid"][:, columns[name]] for name in inputs}
         reconstruction, predictions = self.reconstruction_losses(
-            inputs, present, output.fusion, output.visible
+            inputs, present, output.fusion, output.visible, valid
         )
         total = reconstruction_total = torch.stack(list(reconstruction.values())).sum()
         batch_size = len(batch["present"])
@@ -260,6 +280,8 @@ class PretrainTask(L.LightningModule):
                 contrastive_total = torch.stack(list(contrastive.values())).sum()
                 total = total + self.hparams.contrastive_weight * contrastive_total
                 log(f"{stage}/contrastive", contrastive_total)
+                for name, value in contrastive.items():
+                    log(f"{stage}/contrastive_{name}", value)
         log(f"{stage}/loss", total, prog_bar=True)
         log(f"{stage}/reconstruction", reconstruction_total)
         for name, value in reconstruction.items():
@@ -282,6 +304,23 @@ class PretrainTask(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Test loss with fixed masks."""
         self.shared_step(batch, "test", batch_idx)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Embed a batch with every token visible: the pretrained features.
+
+        Returns:
+            ``name`` (tile names), ``fusion`` tokens ``[B, L, D]`` and, per modality present
+            in the batch, the pooled ``modality_vectors`` and ``fusion_vectors`` ``[B, D]``
+            (zero where the sample lacks the modality).
+        """
+        inputs, present = split_batch(batch, self.modality_names)
+        output = self.backbone(inputs, present=present)
+        return {
+            "name": batch.get("name"),
+            "fusion": output.fusion,
+            "modality_vectors": output.modality_vectors,
+            "fusion_vectors": output.fusion_vectors,
+        }
 
     def reconstruction_figure(self) -> Figure | None:
         """Inputs, visible tokens and reconstructions of the first validation batch."""

@@ -186,3 +186,57 @@ def test_datamodule_reads_root_from_environment(quadruplets_root: Path, monkeypa
     dm = QuadrupletsDataModule()
     dm.setup("validate")
     assert len(dm.val_dataset) == 2
+
+
+def test_valid_marks_nodata_per_modality(quadruplets_root: Path) -> None:
+    s1 = rasterio.open(quadruplets_root / "alpha/s1/alpha_00.tif").read()
+    s1[:, 2, 3] = np.nan
+    _replace(quadruplets_root / "alpha/s1/alpha_00.tif", s1)
+    # A Dynamic World file without a no-data tag: 255 is the layout's no-data value.
+    dnw = rasterio.open(quadruplets_root / "alpha/dnw/alpha_00.tif").read()
+    dnw[0, 6, 1] = 255
+    _replace(quadruplets_root / "alpha/dnw/alpha_00.tif", dnw)
+    sample = Quadruplets(quadruplets_root, modality_sampling=["s1", "s2", "dnw"])[0]
+    valid = sample["valid"]
+    assert valid.shape == (4, 32, 32) and valid.dtype == torch.bool
+    assert not valid[0, 2, 3] and valid[1, 2, 3] and valid[3, 2, 3]
+    assert not valid[3, 6, 1] and valid[0, 6, 1]
+    assert not valid[2].any()  # the DEM is absent
+    assert int((~valid[[0, 1, 3]]).sum()) == 2
+    assert sample["dnw"][0, 6, 1] == 0 and sample["mask"][6, 1] == IGNORE_INDEX
+
+
+def test_s2_zero_is_nodata_without_a_tag(quadruplets_root: Path) -> None:
+    s2 = rasterio.open(quadruplets_root / "alpha/s2/alpha_00.tif").read()
+    s2[:, 4, 4] = 0
+    _replace(quadruplets_root / "alpha/s2/alpha_00.tif", s2)  # written without nodata tag
+    sample = Quadruplets(quadruplets_root)[0]
+    assert not sample["valid"][1, 4, 4] and sample["mask"][4, 4] == IGNORE_INDEX
+
+
+def test_drawn_subset_without_data_falls_back(quadruplets_root: Path) -> None:
+    nan_dem = np.full((1, 32, 32), np.nan, np.float32)
+    _replace(quadruplets_root / "alpha/dem/alpha_00.tif", nan_dem)
+    sample = Quadruplets(quadruplets_root, modality_sampling=["dem"])[0]
+    assert sample["present"].tolist() == [True, True, False, True]
+    _replace(quadruplets_root / "alpha/s1/alpha_00.tif", np.full((2, 32, 32), np.nan, np.float32))
+    with pytest.raises(ValueError, match="alpha/alpha_00.*every modality is no data"):
+        Quadruplets(quadruplets_root, modalities=["s1", "dem"])[0]
+
+
+def test_nodata_moves_with_the_augmentation(quadruplets_root: Path) -> None:
+    from datamodules.augmentation import JointAugmentation
+
+    s1 = rasterio.open(quadruplets_root / "alpha/s1/alpha_00.tif").read()
+    s1[:, 12:20, 12:20] = np.nan  # central: every crop keeps part of it
+    _replace(quadruplets_root / "alpha/s1/alpha_00.tif", s1)
+    augmentation = JointAugmentation((24, 24), categorical=["dnw"])
+    ds = Quadruplets(quadruplets_root, modalities=["s1", "dnw"], augmentation=augmentation)
+    for _ in range(5):
+        sample = ds[0]
+        invalid = ~sample["valid"][0]
+        assert invalid.any()
+        assert torch.equal(invalid, sample["mask"] == IGNORE_INDEX)
+        # Filled pixels stay at the mean (0) inside the region; bilinear resampling blends them
+        # with their data neighbours at its edge.
+        assert float(sample["s1"][:, invalid].abs().median()) < 1e-5

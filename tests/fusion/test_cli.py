@@ -12,7 +12,7 @@ from fusion.cli import main
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cli_args(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
+def cli_args(data_root: Path, run_dir: Path, *extra: str, command: str = "fit") -> list[str]:
     logger = [
         {
             "class_path": "lightning.pytorch.loggers.CSVLogger",
@@ -20,7 +20,7 @@ def cli_args(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
         }
     ]
     return [
-        "fit",
+        command,
         "--config",
         str(REPO / "experiments/pretrain_quad.yaml"),
         "--config",
@@ -77,6 +77,12 @@ def test_one_fast_training_step(quadruplets_root: Path, tmp_path: Path) -> None:
     cli = main(cli_args(quadruplets_root, tmp_path, "--trainer.fast_dev_run", "1"))
     assert cli.trainer.global_step == 1
     assert cli.model.backbone.modality_names == ("s1", "s2", "dem", "dnw")
+
+
+@pytest.mark.parametrize("command", ["validate", "test", "predict"])
+def test_other_subcommands(quadruplets_root: Path, tmp_path: Path, command: str) -> None:
+    cli = main(cli_args(quadruplets_root, tmp_path, command=command))
+    assert cli.trainer.state.finished
 
 
 @pytest.mark.parametrize("workers", [0, 2])

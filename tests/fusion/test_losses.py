@@ -77,3 +77,15 @@ def test_normalize_patches() -> None:
     normalized = normalize_patches(patches)
     torch.testing.assert_close(normalized.mean(-1), torch.zeros(2, 3), atol=1e-5, rtol=0)
     torch.testing.assert_close(normalized.std(-1), torch.ones(2, 3), atol=1e-3, rtol=0)
+
+
+def test_values_without_data_do_not_count() -> None:
+    torch.manual_seed(3)
+    prediction, target = torch.randn(1, 2, 4), torch.randn(1, 2, 4)
+    weight = torch.tensor([[True, True]])
+    valid = torch.tensor([[[True, True, False, False], [False, False, False, False]]])
+    loss = masked_patch_loss(prediction, target, weight, "mse", valid)
+    torch.testing.assert_close(loss, (prediction - target)[0, 0, :2].pow(2).mean())
+    changed = target.clone()
+    changed[~valid] = 1e3
+    assert torch.equal(loss, masked_patch_loss(prediction, changed, weight, "mse", valid))

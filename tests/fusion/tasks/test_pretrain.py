@@ -122,3 +122,45 @@ def test_absent_modality_for_whole_batch_is_left_out() -> None:
     data["present"][:, 2] = False  # no DEM anywhere
     loss, parts = task.shared_step(data, "train", 0)
     assert "dem" not in parts.inputs and torch.isfinite(loss)
+
+
+def test_pixels_without_data_stay_out_of_the_loss() -> None:
+    task = tiny_task()
+    data = batch()
+    present = {m: data["present"][:, i] for i, m in enumerate(MODALITIES)}
+    valid = {m: present[m][:, None, None].expand(-1, 32, 32).clone() for m in MODALITIES}
+    valid["s2"][:, :8, :8] = False  # s2 has no data in one corner patch
+    visible = {m: torch.zeros(4, 16, dtype=torch.bool) for m in MODALITIES}
+    fusion = torch.randn(4, 16, 32)
+    inputs = {m: data[m] for m in MODALITIES}
+    first, _ = task.reconstruction_losses(inputs, present, fusion, visible, valid)
+    inputs["s2"] = inputs["s2"].clone()
+    inputs["s2"][:, :, :8, :8] = -1e4
+    second, _ = task.reconstruction_losses(inputs, present, fusion, visible, valid)
+    torch.testing.assert_close(first["s2"], second["s2"])
+    unmasked, _ = task.reconstruction_losses(inputs, present, fusion, visible)
+    assert float(unmasked["s2"]) > 1e3 * float(first["s2"])
+
+
+def test_each_contrastive_term_is_logged() -> None:
+    task = tiny_task()
+    logged = {}
+    task.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    task.shared_step(batch(), "train", 0)
+    terms = [
+        logged[f"train/contrastive_{m}"] for m in MODALITIES if f"train/contrastive_{m}" in logged
+    ]
+    assert len(terms) >= 2
+    torch.testing.assert_close(logged["train/contrastive"], torch.stack(terms).sum())
+
+
+def test_predict_returns_features() -> None:
+    task = tiny_task().eval()
+    data = batch()
+    data["name"] = ["a", "b", "c", "d"]
+    with torch.no_grad():
+        out = task.predict_step(data, 0)
+    assert out["fusion"].shape == (4, 16, 32) and out["name"] == ["a", "b", "c", "d"]
+    assert set(out["modality_vectors"]) == set(MODALITIES)
+    assert out["fusion_vectors"]["s2"].shape == (4, 32)
+    assert not out["modality_vectors"]["s2"][1].any()  # sample 1 has no s2
