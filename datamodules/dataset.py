@@ -259,10 +259,13 @@ class MultimodalDataset(NonGeoDataset):
         arrays, target = self._resize(arrays, target)
         if self.augmentation is not None:
             # The no-data bits travel as one more mask (nearest neighbour, same transform).
-            layers = (target.instance_masks or []) + [_or_zeros(target.invalid, target.mask)]
+            layers = list(target.instance_masks or [])
+            if target.invalid is not None:
+                layers.append(target.invalid)
             arrays, mask, layers = self.augmentation(arrays, target.mask, layers)
-            instances = layers[:-1] if target.instance_masks is not None else None
-            target = Target(mask, instances, target.instance_labels, layers[-1])
+            invalid = layers.pop() if target.invalid is not None else None
+            instances = layers if target.instance_masks is not None else None
+            target = Target(mask, instances, target.instance_labels, invalid)
         return self._to_sample(index, arrays, target)
 
     def _fill_nodata(self, name: str, raster: Raster, target: Target) -> np.ndarray:
@@ -346,8 +349,8 @@ class MultimodalDataset(NonGeoDataset):
         present = torch.tensor([m in arrays for m in self.modalities])
         sample["present"] = present
         valid = present[:, None, None].expand(-1, height, width).clone()
-        if target.invalid is not None:
-            bits = torch.from_numpy(target.invalid.astype(np.int64))
+        if target.invalid is not None and target.invalid.any():
+            bits = torch.from_numpy(target.invalid.astype(np.int32))
             valid &= (bits[None] >> torch.arange(len(self.modalities))[:, None, None]) & 1 == 0
         sample["valid"] = valid
         sample["mask"] = torch.from_numpy(mask.astype(np.int64))
