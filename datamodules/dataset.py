@@ -277,7 +277,8 @@ class MultimodalDataset(NonGeoDataset):
         data = raster.data
         if raster.nodata is not None:
             target.mask[raster.nodata] = IGNORE_INDEX
-            target.invalid = _or_zeros(target.invalid, target.mask)
+            if target.invalid is None:
+                target.invalid = np.zeros(target.mask.shape, dtype=np.uint16)
             target.invalid[raster.nodata] |= 1 << self.modalities.index(name)
             data = data.copy()
             if self.modality_info[name].categorical:
@@ -387,11 +388,6 @@ class MultimodalDataset(NonGeoDataset):
 def _with_data(rasters: dict[str, Raster]) -> dict[str, Raster]:
     """The rasters that hold data somewhere (one that is no data everywhere counts as absent)."""
     return {n: r for n, r in rasters.items() if r.nodata is None or not r.nodata.all()}
-
-
-def _or_zeros(bits: np.ndarray | None, like: np.ndarray) -> np.ndarray:
-    """``bits``, or a zero ``uint16`` no-data bit map shaped like ``like``."""
-    return np.zeros(like.shape, dtype=np.uint16) if bits is None else bits
 
 
 def _instances_to_tensors(

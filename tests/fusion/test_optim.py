@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from fusion.optim import scaled_learning_rate, warmup_cosine, weight_decay_groups
-from fusion.tasks.pretrain import PretrainTask
+from tests.fusion.tasks.test_pretrain import tiny_task
 
 
 def test_scaled_learning_rate() -> None:
@@ -24,16 +24,7 @@ def test_warmup_then_cosine() -> None:
 
 
 def test_no_decay_on_norms_biases_and_learned_tokens() -> None:
-    task = PretrainTask(
-        {"s1": 2, "dnw": ("categorical", 3)},
-        img_size=32,
-        patch_size=8,
-        embed_dim=32,
-        depth=1,
-        num_heads=2,
-        decoder_dim=16,
-        decoder_heads=2,
-    )
+    task = tiny_task()
     decay, no_decay = weight_decay_groups(task, 0.05)
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in task.named_parameters()}
