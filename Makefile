@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 DATASET ?= quad
 DATA_ROOT ?=
+BUDGET ?= 10
 ARGS ?=
 export WANDB_MODE ?= offline
 
@@ -26,10 +27,10 @@ help: ## List the targets
 
 setup: $(STAMP) ## Create .venv and install the project (idempotent)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 data: $(STAMP) ## Write the embedded synthetic datasets to data/ (skips what is up to date)
@@ -56,10 +57,10 @@ bench: data ## Benchmarks: data pipeline and backbone speed, printed side by sid
 check-dataset:
 	@test -n "$(CONFIG)" || { echo "DATASET must be quad or dfc2023, not '$(DATASET)'"; exit 2; }
 
-pretrain: $(STAMP) check-dataset ## Pretrain (DATASET=quad|dfc2023): embedded data on CPU, or DATA_ROOT=dir with the paper's settings
+pretrain: $(STAMP) check-dataset ## Pretrain (DATASET=quad|dfc2023): embedded data within BUDGET minutes (default 10), or DATA_ROOT=dir with the paper's settings
 ifeq ($(strip $(DATA_ROOT)),)
 	$(PY) -m datamodules.synthetic --root $(DATA_DIR) --dataset $(if $(filter quad,$(DATASET)),quadruplets,dfc2023)
-	$(PY) -m fusion fit --config $(CONFIG) --config experiments/cpu.yaml --data.root $(EMBEDDED_$(DATASET)) $(ARGS)
+	$(PY) -m fusion fit --config $(CONFIG) --config experiments/cpu.yaml --data.root $(EMBEDDED_$(DATASET)) --time_budget $(BUDGET) $(ARGS)
 else
 	$(PY) -m fusion fit --config $(CONFIG) --data.root $(DATA_ROOT) $(ARGS)
 endif

@@ -1,7 +1,9 @@
-"""``python -m benchmarks``: the data-pipeline and backbone benchmarks, one after the other."""
+"""``python -m benchmarks``: the machine, then the data, backbone and segmentation benchmarks."""
 
-from benchmarks import backbone, data_pipeline
+from benchmarks import backbone, data_pipeline, machine, segmentation
 
 if __name__ == "__main__":
+    machine.describe()
     data_pipeline.main([])
     backbone.main()
+    segmentation.main()

@@ -2,8 +2,8 @@
 
 Each DataModule is read as training reads it (random modality subsets, augmentation,
 normalization, collation), batch 16. Beside it, the throughput of one pretraining step of
-ViT-T at the same size (bf16 autocast on the CPU), so the two can be compared: the loader must
-deliver samples faster than training consumes them.
+ViT-T at the same size, in the precision training uses on this CPU (`benchmarks.machine`), so
+the two can be compared: the loader must deliver samples faster than training consumes them.
 
     python -m benchmarks.data_pipeline [--data data] [--batches 12]
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.machine import autocast_for, training_precision
 from datamodules import DFC2023DataModule, QuadrupletsDataModule, Sen1Floods11DataModule
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.sen1floods11 import SHARED_CHIP_FOLDER
@@ -55,15 +56,19 @@ def loader_throughput(datamodule: MultimodalDataModule, batches: int) -> float:
 
 
 def pretraining_throughput(datamodule: MultimodalDataModule, steps: int = 3) -> float:
-    """Samples per second of ViT-T pretraining steps (forward, backward, AdamW) in bf16."""
+    """Samples per second of ViT-T pretraining steps (forward, backward, AdamW).
+
+    Runs in the precision training would use on this CPU (bf16 autocast or float32).
+    """
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     task = PretrainTask(datamodule.modality_specs, img_size=IMAGE_SIZE)
     task.log = lambda *args, **kwargs: None
     optimizer = torch.optim.AdamW(task.parameters(), lr=1e-4)
+    precision = training_precision()
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast_for(precision):
             loss, _ = task.shared_step(batch, "train", 0)
         loss.backward()
         optimizer.step()
@@ -83,7 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=12)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    precision = training_precision().precision
     print(f"\nData pipeline, training split, batch {BATCH_SIZE}, {IMAGE_SIZE} x {IMAGE_SIZE}")
+    print(f"(ViT-T pretraining step in {precision}, the precision training uses on this CPU)")
     print(f"{'DataModule':38s} {'0 workers':>12s} {'2 workers':>12s} {'ViT-T step':>12s} ratio")
     for name in datamodules(args.data, 0):
         rates = [

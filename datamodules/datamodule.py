@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from rasterio.windows import Window
+from torch.utils.data import DataLoader, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 from torchgeo.datamodules import NonGeoDataModule
 
@@ -40,13 +42,91 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+class SeededDataLoader(DataLoader):
+    """A DataLoader whose dataset draws its random choices from the loader's own generator.
+
+    The modality draws and the augmentation of a
+    :class:`~datamodules.dataset.MultimodalDataset` come from ``dataset.generator``. Every pass
+    over the data seeds it from this loader's ``generator``: in this process without workers,
+    in each worker (from the worker's seed, which the loader draws from the same generator)
+    with them. Loading then never touches torch's global generator, and the loader's generator
+    alone fixes the samples, with or without workers.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Create the loader (arguments of ``DataLoader``; ``worker_init_fn`` is set here)."""
+        super().__init__(*args, **{**kwargs, "worker_init_fn": seed_worker_dataset})
+
+    def __iter__(self) -> Iterator[Any]:
+        """Seed the dataset's generator (without workers) and iterate."""
+        if self.num_workers == 0:
+            seed = int(torch.randint(2**62, (), generator=self.generator))
+            self.dataset.generator = torch.Generator().manual_seed(seed)
+        return super().__iter__()
+
+
+def seed_worker_dataset(worker_id: int) -> None:
+    """Give the worker's copy of the dataset a generator seeded with the worker's seed."""
+    info = get_worker_info()
+    if info is not None and hasattr(info.dataset, "generator"):
+        info.dataset.generator = torch.Generator().manual_seed(info.seed)
+
+
+def check_disjoint_splits(datasets: Mapping[str, MultimodalDataset]) -> None:
+    """Refuse splits that share a tile: the same file with intersecting windows.
+
+    Args:
+        datasets: split name -> dataset.
+
+    Raises:
+        ValueError: naming the first pair of tiles of two splits that overlap.
+    """
+    # file -> split -> (tile index, window) of every tile reading the file
+    tiles: dict[Path, dict[str, list[tuple[int, Window | None]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for split, dataset in datasets.items():
+        for index in range(len(dataset)):
+            paths, window = dataset.tile_footprint(index)
+            for path in paths:
+                tiles[path][split].append((index, window))
+    for path, by_split in tiles.items():
+        splits = list(by_split)
+        for i, split in enumerate(splits):
+            for other_split in splits[i + 1 :]:
+                for index, window in by_split[split]:
+                    for other_index, other_window in by_split[other_split]:
+                        if _windows_intersect(window, other_window):
+                            raise ValueError(
+                                f"Splits {split!r} and {other_split!r} overlap: tile "
+                                f"{datasets[split].tile_name(index)!r} and tile "
+                                f"{datasets[other_split].tile_name(other_index)!r} share "
+                                f"{path}. Each tile and region must belong to one split only."
+                            )
+
+
+def _windows_intersect(first: Window | None, second: Window | None) -> bool:
+    """Whether two windows of one file share a pixel (None: the whole file)."""
+    if first is None or second is None:
+        return True
+    return (
+        first.col_off < second.col_off + second.width
+        and second.col_off < first.col_off + first.width
+        and first.row_off < second.row_off + second.height
+        and second.row_off < first.row_off + first.height
+    )
+
+
 class MultimodalDataModule(NonGeoDataModule):
     """TorchGeo DataModule for a :class:`~datamodules.dataset.MultimodalDataset`.
 
     The training split draws a modality subset per sample (``train_modalities``, default uniform
     over the non-empty subsets, paper Sec. III-F) and is augmented; validation and test show
     ``eval_modalities`` (default all) without augmentation. Use
-    :meth:`set_eval_modalities` to evaluate another subset with the same datasets.
+    :meth:`set_eval_modalities` to evaluate another subset with the same datasets. An
+    evaluation subset is never swapped for other modalities: a tile where it has no data gives
+    a sample with ``present`` all False, to be left out of that subset's score and counted.
+    Splits that share a tile or region are refused when they are set up.
 
     Args:
         dataset_class: the dataset class.
@@ -101,11 +181,8 @@ class MultimodalDataModule(NonGeoDataModule):
         self.modalities = modalities
         self.train_modalities = train_modalities
         self.eval_modalities = eval_modalities
-        categorical = [m for m in modalities if dataset_class.all_modalities[m].categorical]
         size = (crop_size, crop_size) if crop_size is not None else None
-        self.train_augmentation = (
-            JointAugmentation(size, crop_scale, categorical) if augment else None
-        )
+        self.train_augmentation = JointAugmentation(size, crop_scale) if augment else None
         self.collate_fn = collate_samples
         self.aug = None  # samples are normalized and augmented in the dataset, per sample
         self.train_generator = torch.Generator()
@@ -128,7 +205,11 @@ class MultimodalDataModule(NonGeoDataModule):
         return self.dataset_class.classes
 
     def setup(self, stage: str) -> None:
-        """Create the datasets a stage needs ('fit', 'validate', 'test' or 'predict')."""
+        """Create the datasets a stage needs ('fit', 'validate', 'test' or 'predict').
+
+        Raises:
+            ValueError: if two of the splits set up so far share a tile or region.
+        """
         if stage == "fit":
             self.train_generator.manual_seed(torch.initial_seed())
             self.train_dataset = self.dataset_class(
@@ -146,6 +227,12 @@ class MultimodalDataModule(NonGeoDataModule):
                 split="test", modality_sampling=self.eval_modalities, **self.kwargs
             )
             self.predict_dataset = self.test_dataset
+        splits = {
+            split: dataset
+            for split in ("train", "val", "test")
+            if (dataset := getattr(self, f"{split}_dataset", None)) is not None
+        }
+        check_disjoint_splits(splits)
 
     def set_eval_modalities(self, spec: ModalitySampling) -> None:
         """Show another modality subset in validation and test, e.g. ``["s1", "dem"]``."""
@@ -157,15 +244,16 @@ class MultimodalDataModule(NonGeoDataModule):
     def _dataloader_factory(self, split: str) -> DataLoader[dict[str, Any]]:
         """DataLoader of one split.
 
-        The training loader draws its shuffle and its workers' seeds from
-        :attr:`train_generator` (seeded from the run's seed, saved in checkpoints), and its
-        workers are not persistent, so that a resumed run draws the same samples as an
-        uninterrupted one. Evaluation loaders have a generator of their own. Neither touches
-        torch's global generator, which the tasks use for token masks.
+        The training loader draws its shuffle, its workers' seeds and, through
+        :class:`SeededDataLoader`, the samples' modality subsets and augmentation from
+        :attr:`train_generator` (seeded from the run's seed, saved in checkpoints), with or
+        without workers; its workers are not persistent, so that a resumed run draws the same
+        samples as an uninterrupted one. Evaluation loaders have a generator of their own.
+        Neither touches torch's global generator, which the tasks use for token masks.
         """
         dataset = self._valid_attribute(f"{split}_dataset", "dataset")
         train = split == "train"
-        return DataLoader(
+        return SeededDataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=train,

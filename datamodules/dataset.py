@@ -3,30 +3,39 @@
 A dataset subclass says where its tiles are (:meth:`MultimodalDataset._tile_paths`) and how its
 targets are read (:meth:`MultimodalDataset._read_target`); this class does the rest, in order:
 
-1. draw the sample's modality subset (:mod:`datamodules.modality_sampling`);
-2. read only the present modalities, checking band counts and that all share one grid;
-3. fill no-data pixels (NaN, infinite, or the file's or the modality's no-data value) with the
-   modality mean (class 0 for class maps), mark them invalid in ``valid`` and set the semantic
-   mask to :data:`IGNORE_INDEX` there; a modality that is no data over the whole tile is treated
-   as absent for that sample (and if the drawn subset has no data at all, the tile's other
-   modalities are used instead);
-4. resize to ``image_size`` (area/bilinear for images, nearest for class maps and masks);
-5. augment (:class:`datamodules.augmentation.JointAugmentation`), training only;
-6. normalize continuous modalities with the dataset's statistics;
-7. return tensors, with zeros for absent modalities (see the sample contract below).
+1. draw the sample's modality subset (:mod:`datamodules.modality_sampling`) and read only its
+   modalities, checking band counts and that all share one grid. A modality that is no data
+   over the whole tile is absent for that sample. A random rule whose draw has no data left is
+   redrawn (uniform stays uniform over the subsets the tile has); a fixed subset (evaluation)
+   is never swapped for other modalities: if it has no data on the tile, the sample has no
+   modality at all (``present`` all False) and must be left out of that subset's score;
+2. fill no-data pixels (NaN, infinite, or the file's or the modality's no-data value) with the
+   modality mean, or the no-data id :attr:`Modality.nodata_id` for class maps, and mark them
+   invalid in ``valid``; the semantic mask is not touched (its ignore comes from the label's own
+   no data only, so every modality subset is scored on the same pixels);
+3. resize to ``image_size`` (area/bilinear for images, nearest for class maps and masks);
+4. augment (:class:`datamodules.augmentation.JointAugmentation`), training only;
+5. normalize continuous modalities with the dataset's statistics;
+6. return tensors, with placeholders for absent modalities (see the sample contract below).
 
 Sample contract (a ``dict``):
 
 - ``<modality>``: ``float32 [C, H, W]`` for continuous modalities (normalized), ``int64 [1, H,
-  W]`` class ids for categorical ones. Every modality of the dataset has a key; an absent one
-  holds zeros and must be ignored through ``present``.
-- ``present``: ``bool [M]``, one flag per modality in ``dataset.modalities`` order.
+  W]`` class ids for categorical ones (``0..classes-1``, and ``classes`` where there is no
+  data). Every modality of the dataset has a key; an absent one holds zeros (the no-data id
+  for class maps) and must be ignored through ``present``.
+- ``present``: ``bool [M]``, one flag per modality in ``dataset.modalities`` order; all False
+  when a fixed subset has no data on the tile.
 - ``valid``: ``bool [M, H, W]``, True where the modality is present and its pixel holds data
-  (reconstruction losses skip the rest).
-- ``mask``: ``int64 [H, W]`` semantic labels, :data:`IGNORE_INDEX` where unknown or no data.
+  (reconstruction losses skip the rest; a patch without any valid pixel is hidden from the
+  model, see ``fusion.tasks.batches.token_availability``).
+- ``mask``: ``int64 [H, W]`` semantic labels, :data:`~datamodules.landcover.IGNORE_INDEX`
+  (255) where the label is unknown or has no data.
 - ``name``: tile name.
 - instance datasets add ``instance_masks`` (``bool [N, H, W]``), ``boxes`` (``float32 [N, 4]``,
-  ``x1, y1, x2, y2`` in pixels, inclusive) and ``labels`` (``int64 [N]``, classes ``0..K-1``).
+  ``x1, y1, x2, y2`` in pixel edges: ``x1, y1`` the first covered column and row, ``x2, y2``
+  one past the last, so ``x2 > x1`` and ``y2 > y1``) and ``labels`` (``int64 [N]``, classes
+  ``0..K-1``).
 """
 
 from __future__ import annotations
@@ -46,7 +55,6 @@ from torchgeo.datasets import NonGeoDataset
 from torchvision.ops import masks_to_boxes
 
 from datamodules.augmentation import JointAugmentation
-from datamodules.landcover import IGNORE_INDEX
 from datamodules.modality_sampling import (
     ModalitySampler,
     ModalitySampling,
@@ -85,6 +93,11 @@ class Modality:
         return self.classes is not None
 
     @property
+    def nodata_id(self) -> int | None:
+        """Class id of pixels without data in a class map: ``classes``, one past the last."""
+        return self.classes
+
+    @property
     def spec(self) -> int | tuple[str, int]:
         """The form :class:`fusion.MaskedFusionViT` takes: channels or ("categorical", n)."""
         return ("categorical", self.classes) if self.classes is not None else self.bands
@@ -95,7 +108,8 @@ class Target:
     """Labels of one tile, as read from disk (before resizing and augmentation).
 
     Attributes:
-        mask: semantic labels ``[H, W]`` (uint8), :data:`IGNORE_INDEX` where unknown.
+        mask: semantic labels ``[H, W]`` (uint8), 255
+            (:data:`~datamodules.landcover.IGNORE_INDEX`) where unknown.
         instance_masks: per-instance binary masks, each ``[H, W]`` uint8 (instance datasets).
         instance_labels: class id ``0..K-1`` of each instance.
         invalid: ``[H, W]`` bits, bit m set where modality m (dataset order) is no data; set by
@@ -121,6 +135,11 @@ class MultimodalDataset(NonGeoDataset):
         augmentation: geometric augmentation applied to every sample, or None.
         stats: normalization statistics (mapping or JSON path); None for ``default_stats``.
         normalize: apply the statistics (False returns values in physical units).
+
+    Attributes:
+        generator: torch generator of the modality draws and the augmentation (None: torch's
+            global one). The DataModule seeds one from its own generator for every pass over
+            the data (per worker with worker processes).
 
     Raises:
         ValueError: for an unknown split or modality name, or an empty modality set.
@@ -154,6 +173,8 @@ class MultimodalDataset(NonGeoDataset):
         self.image_size = image_size
         self.augmentation = augmentation
         self.normalize = normalize
+        self.generator: torch.Generator | None = None
+        self.categorical = tuple(m for m in self.modalities if self.modality_info[m].categorical)
         self.stats = load_stats(self.default_stats if stats is None else stats)
         missing = [
             m
@@ -200,15 +221,19 @@ class MultimodalDataset(NonGeoDataset):
         return {m: self.modality_info[m].spec for m in self.modalities}
 
     # -- reading -----------------------------------------------------------------------------
-    def read_modalities(self, index: int, names: Sequence[str]) -> dict[str, Raster]:
+    def read_modalities(
+        self, index: int, names: Sequence[str], rasters: dict[str, Raster] | None = None
+    ) -> dict[str, Raster]:
         """Read some modalities of one tile, in the loader's units, checking their grids.
 
         Args:
             index: tile index.
             names: modalities to read.
+            rasters: modalities of the tile read before; they are kept, not read again, and
+                the new ones must share their grid.
 
         Returns:
-            name -> raster (``data`` ``[C, H, W]``, no-data mask, grid).
+            name -> raster (``data`` ``[C, H, W]``, no-data mask, grid), ``rasters`` included.
 
         Raises:
             FileNotFoundError: if a file is missing.
@@ -216,10 +241,15 @@ class MultimodalDataset(NonGeoDataset):
                 between the tile's files.
         """
         paths = self._tile_paths(index)
-        rasters: dict[str, Raster] = {}
+        rasters = dict(rasters or {})
         grid, reference = None, None
+        if rasters:
+            first = next(iter(rasters))
+            grid, reference = rasters[first].grid, paths[first]
         window = self._tile_window(index)
         for name in names:
+            if name in rasters:
+                continue
             info = self.modality_info[name]
             raster = read_raster(
                 paths[name],
@@ -240,21 +270,53 @@ class MultimodalDataset(NonGeoDataset):
         """Number of tiles in the split."""
         raise NotImplementedError
 
+    def tile_footprint(self, index: int) -> tuple[tuple[Path, ...], Window | None]:
+        """What tile ``index`` covers: its files (resolved) and the window read from them.
+
+        Two tiles overlap when they share a file and their windows intersect (None is the whole
+        file); the DataModule refuses splits that overlap.
+        """
+        paths = tuple(path.resolve() for path in self._tile_paths(index).values())
+        return paths, self._tile_window(index)
+
+    def draw_modalities(self, index: int) -> tuple[dict[str, Raster], list[str]]:
+        """Draw the modality subset of one sample and read it.
+
+        A random rule is redrawn until its draw keeps a modality with data on the tile; the
+        modalities without data are left out. A fixed subset is kept as it is, even when none
+        of its modalities has data (then nothing is shown).
+
+        Args:
+            index: tile index.
+
+        Returns:
+            Every raster read (at least one, whose grid the labels are read on), and the names
+            of the modalities shown, in dataset order (empty when a fixed subset has no data).
+
+        Raises:
+            ValueError: if a random rule is used on a tile where every modality is no data.
+        """
+        rasters: dict[str, Raster] = {}
+        while True:
+            flags = self._sampler.sample(self.generator)
+            drawn = [m for m, keep in zip(self.modalities, flags, strict=True) if keep]
+            rasters = self.read_modalities(index, drawn, rasters)
+            shown = [m for m in drawn if _has_data(rasters[m])]
+            if shown or not self._sampler.random:
+                return rasters, shown
+            # Read the rest once, to know whether a redraw can succeed.
+            rasters = self.read_modalities(index, self.modalities, rasters)
+            if not any(_has_data(raster) for raster in rasters.values()):
+                raise ValueError(f"Tile {self.tile_name(index)!r}: every modality is no data")
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Load one sample (see the module docstring for its keys)."""
-        flags = self._sampler.sample()
-        names = [m for m, keep in zip(self.modalities, flags, strict=True) if keep]
-        rasters = _with_data(self.read_modalities(index, names))
-        if not rasters:  # the drawn subset is all no data here: show what the tile has
-            others = [m for m in self.modalities if m not in names]
-            rasters = _with_data(self.read_modalities(index, others))
-        if not rasters:
-            raise ValueError(f"Tile {self.tile_name(index)!r}: every modality is no data")
-        reference = next(iter(rasters))
+        rasters, shown = self.draw_modalities(index)
+        reference = shown[0] if shown else next(iter(rasters))
         target = self._read_target(
             index, rasters[reference].grid, self._tile_paths(index)[reference]
         )
-        arrays = {name: self._fill_nodata(name, raster, target) for name, raster in rasters.items()}
+        arrays = {name: self._fill_nodata(name, rasters[name], target) for name in shown}
 
         arrays, target = self._resize(arrays, target)
         if self.augmentation is not None:
@@ -262,31 +324,33 @@ class MultimodalDataset(NonGeoDataset):
             layers = list(target.instance_masks or [])
             if target.invalid is not None:
                 layers.append(target.invalid)
-            arrays, mask, layers = self.augmentation(arrays, target.mask, layers)
+            arrays, mask, layers = self.augmentation(
+                arrays, target.mask, layers, self.categorical, self.generator
+            )
             invalid = layers.pop() if target.invalid is not None else None
             instances = layers if target.instance_masks is not None else None
             target = Target(mask, instances, target.instance_labels, invalid)
         return self._to_sample(index, arrays, target)
 
     def _fill_nodata(self, name: str, raster: Raster, target: Target) -> np.ndarray:
-        """Fill no-data pixels; ``[H, W, C]`` (class ids ``[H, W]``), marked in ``target``.
+        """Fill no-data pixels; ``[H, W, C]`` (class ids ``[H, W]``), flagged in ``target``.
 
-        Filled with the modality mean (0 after normalization; class 0 for class maps), set to
-        :data:`IGNORE_INDEX` in the mask and flagged in ``target.invalid``.
+        Filled with the modality mean (0 after normalization; the no-data id for class maps) and
+        flagged in ``target.invalid``; the semantic mask is left alone.
         """
         data = raster.data
+        info = self.modality_info[name]
         if raster.nodata is not None:
-            target.mask[raster.nodata] = IGNORE_INDEX
             if target.invalid is None:
                 target.invalid = np.zeros(target.mask.shape, dtype=np.uint16)
             target.invalid[raster.nodata] |= 1 << self.modalities.index(name)
             data = data.copy()
-            if self.modality_info[name].categorical:
-                data[:, raster.nodata] = 0
+            if info.categorical:
+                data[:, raster.nodata] = info.nodata_id
             else:
                 fill = np.asarray(self.stats[name]["mean"], dtype=data.dtype)
                 data[:, raster.nodata] = fill[:, None]
-        if self.modality_info[name].categorical:
+        if info.categorical:
             return data[0]
         return np.ascontiguousarray(data.transpose(1, 2, 0))
 
@@ -336,8 +400,10 @@ class MultimodalDataset(NonGeoDataset):
         for name in self.modalities:
             info = self.modality_info[name]
             if name not in arrays:
-                dtype = torch.int64 if info.categorical else torch.float32
-                sample[name] = torch.zeros(info.bands, height, width, dtype=dtype)
+                if info.categorical:
+                    sample[name] = torch.full((1, height, width), info.nodata_id)
+                else:
+                    sample[name] = torch.zeros(info.bands, height, width)
             elif info.categorical:
                 sample[name] = torch.from_numpy(arrays[name].astype(np.int64))[None]
             else:
@@ -385,15 +451,19 @@ class MultimodalDataset(NonGeoDataset):
         return plot_sample(self, sample, show_titles=show_titles, suptitle=suptitle)
 
 
-def _with_data(rasters: dict[str, Raster]) -> dict[str, Raster]:
-    """The rasters that hold data somewhere (one that is no data everywhere counts as absent)."""
-    return {n: r for n, r in rasters.items() if r.nodata is None or not r.nodata.all()}
+def _has_data(raster: Raster) -> bool:
+    """Whether a raster holds data somewhere (one that is no data everywhere is absent)."""
+    return raster.nodata is None or not raster.nodata.all()
 
 
 def _instances_to_tensors(
     masks: list[np.ndarray], labels: list[int], height: int, width: int
 ) -> dict[str, Tensor]:
-    """Stack instance masks, drop instances that vanished, and derive their boxes."""
+    """Stack instance masks, drop instances that vanished, and derive their boxes.
+
+    Boxes are ``x1, y1, x2, y2`` in pixel edges: the first covered column and row, and one past
+    the last, so a one-pixel instance has a box of width and height 1.
+    """
     kept = [(m.astype(bool), label) for m, label in zip(masks, labels, strict=True) if m.any()]
     if not kept:
         return {
@@ -404,6 +474,6 @@ def _instances_to_tensors(
     stacked = torch.from_numpy(np.stack([m for m, _ in kept]))
     return {
         "instance_masks": stacked,
-        "boxes": masks_to_boxes(stacked),
+        "boxes": masks_to_boxes(stacked) + torch.tensor([0.0, 0.0, 1.0, 1.0]),
         "labels": torch.tensor([label for _, label in kept], dtype=torch.int64),
     }

@@ -4,6 +4,11 @@ During training each sample gets its own subset of the dataset's modalities, dra
 time the sample is loaded (per sample, not per batch or per epoch). Evaluation fixes one subset,
 so that one dataset object can be evaluated on each of the ``2^M - 1`` non-empty subsets in turn.
 
+A tile may lack a modality (no data over the whole tile). A random rule is then redrawn until
+its draw keeps a modality with data, and the modalities without data are dropped from it: for
+``"uniform"`` this is uniform over the non-empty subsets of the modalities the tile has. A fixed
+subset is never changed (see :class:`datamodules.dataset.MultimodalDataset`).
+
 A sampling rule is given as a small value that fits in a YAML file:
 
 - ``"uniform"``: uniform over the ``2^M - 1`` non-empty subsets (the paper's strategy);
@@ -71,16 +76,24 @@ def all_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
 class ModalitySampler:
     """Draws which of a dataset's modalities one sample shows.
 
-    Subclasses implement :meth:`sample`. Randomness comes from torch's global generator, which
-    Lightning seeds per run and DataLoader seeds per worker, so runs are reproducible.
+    Subclasses implement :meth:`sample`. Randomness comes from the generator passed to it (the
+    DataModule gives each dataset one seeded from its own), else torch's global generator.
+
+    Attributes:
+        random: whether draws vary (and may be redrawn when they hold no data on a tile).
     """
+
+    random: bool = True
 
     def __init__(self, modalities: Sequence[str]) -> None:
         """Create a sampler over ``modalities`` (the dataset's modality order)."""
         self.modalities = tuple(modalities)
 
-    def sample(self) -> tuple[bool, ...]:
+    def sample(self, generator: torch.Generator | None = None) -> tuple[bool, ...]:
         """Draw one subset.
+
+        Args:
+            generator: torch generator to draw from (None: torch's global one).
 
         Returns:
             One flag per modality, in :attr:`modalities` order; at least one is True.
@@ -91,8 +104,8 @@ class ModalitySampler:
 class UniformSubsets(ModalitySampler):
     """Uniform over the ``2^M - 1`` non-empty subsets (paper Sec. III-F)."""
 
-    def sample(self) -> tuple[bool, ...]:  # noqa: D102
-        code = int(torch.randint(1, 2 ** len(self.modalities), ()).item())
+    def sample(self, generator: torch.Generator | None = None) -> tuple[bool, ...]:  # noqa: D102
+        code = int(torch.randint(1, 2 ** len(self.modalities), (), generator=generator).item())
         return tuple(bool(code >> i & 1) for i in range(len(self.modalities)))
 
 
@@ -116,9 +129,9 @@ class IndependentDrop(ModalitySampler):
                 raise ValueError(f"Drop probability of {name!r} must be in [0, 1), got {p}")
         self.keep = torch.tensor([1.0 - drop_probability.get(m, 0.0) for m in modalities])
 
-    def sample(self) -> tuple[bool, ...]:  # noqa: D102
+    def sample(self, generator: torch.Generator | None = None) -> tuple[bool, ...]:  # noqa: D102
         while True:
-            flags = torch.rand(len(self.modalities)) < self.keep
+            flags = torch.rand(len(self.modalities), generator=generator) < self.keep
             if flags.any():
                 return tuple(bool(f) for f in flags)
 
@@ -126,13 +139,15 @@ class IndependentDrop(ModalitySampler):
 class FixedSubset(ModalitySampler):
     """Always the same subset (evaluation, or training on complete data)."""
 
+    random = False
+
     def __init__(self, modalities: Sequence[str], subset: Sequence[str]) -> None:
         """Create the sampler; ``subset`` must be a non-empty list of known names."""
         super().__init__(modalities)
         self.subset = check_modalities(subset, modalities)
         self._flags = tuple(m in self.subset for m in self.modalities)
 
-    def sample(self) -> tuple[bool, ...]:  # noqa: D102
+    def sample(self, generator: torch.Generator | None = None) -> tuple[bool, ...]:  # noqa: D102
         return self._flags
 
 

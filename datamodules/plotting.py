@@ -39,7 +39,8 @@ def modality_image(data: torch.Tensor, info: Modality) -> tuple[np.ndarray, dict
     """Displayable array and ``imshow`` keywords for one modality tensor ``[C, H, W]``."""
     if info.categorical:
         cmap = colormaps["tab10"].resampled(info.classes)
-        return data[0].numpy(), {"cmap": cmap, "vmin": 0, "vmax": info.classes - 1}
+        ids = np.ma.masked_equal(data[0].numpy(), info.nodata_id)  # no data stays blank
+        return ids, {"cmap": cmap, "vmin": 0, "vmax": info.classes - 1}
     channels = data[list(info.rgb)].permute(1, 2, 0).numpy()
     image = stretch(channels)
     if image.shape[2] == 1:

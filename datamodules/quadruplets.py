@@ -8,13 +8,15 @@ The paper's own dataset (not public). This package defines its on-disk layout, s
     <root>/<region>/s2/<name>.tif            4 bands: B2, B3, B4, B8 reflectance x 10000
                                              (0: no data)
     <root>/<region>/dem/<name>.tif           1 band float32: elevation in metres
-    <root>/<region>/dnw/<name>.tif           1 band uint8: Dynamic World label 0..8 (255: no data)
+    <root>/<region>/dnw/<name>.tif           1 band uint8: Dynamic World label 0..8 (255: no data,
+                                             loaded as id 9)
     <root>/<region>/label/<name>.tif         1 band: UrbanAtlas 2018 code (e.g. 11100)
 
 The five files of a tile share one grid (10 m, 256 x 256 pixels in the paper). Files without a
 no-data tag follow the layout's values (Sentinel-2 0, Dynamic World 255); a tag overrides them.
 Without
-``splits.json`` a folder ``<root>/<split>/`` is read as the single region of that split. Labels
+``splits.json`` a folder ``<root>/<split>/`` is read as the single region of that split; a region
+listed in two splits is refused. Labels
 are merged into seven classes by :func:`datamodules.landcover.urban_atlas_to_classes`; unmapped
 codes are ignored. README.md describes how to export such tiles from Earth Engine.
 """
@@ -63,7 +65,8 @@ class Quadruplets(MultimodalDataset):
 
     Raises:
         FileNotFoundError: if a region folder, a modality folder or a tile file is missing.
-        ValueError: if ``splits.json`` lacks the split, or a split has no tiles.
+        ValueError: if ``splits.json`` lacks the split or lists a region in two splits, or a
+            split has no tiles.
     """
 
     all_modalities: ClassVar[dict[str, Modality]] = {
@@ -111,6 +114,7 @@ class Quadruplets(MultimodalDataset):
             splits = json.loads(splits_file.read_text())
             if self.split not in splits or not splits[self.split]:
                 raise ValueError(f"{splits_file} lists no regions for split {self.split!r}")
+            _check_disjoint_regions(splits, splits_file)
             return tuple(splits[self.split])
         if (self.root / self.split).is_dir():
             return (self.split,)
@@ -160,6 +164,18 @@ class Quadruplets(MultimodalDataset):
         if label.nodata is not None:
             mask[label.nodata] = IGNORE_INDEX
         return Target(mask)
+
+
+def _check_disjoint_regions(splits: Mapping[str, Sequence[str]], source: Path) -> None:
+    """Raise if a region is listed in two splits of ``splits.json``."""
+    owner: dict[str, str] = {}
+    for split, regions in splits.items():
+        for region in regions:
+            if owner.setdefault(region, split) != split:
+                raise ValueError(
+                    f"{source}: region {region!r} is in both split {owner[region]!r} and split "
+                    f"{split!r}; a region must belong to one split only"
+                )
 
 
 class QuadrupletsDataModule(MultimodalDataModule):

@@ -4,9 +4,9 @@ Sen1Floods11 (Bonafilia et al., CVPR Workshops 2020; CC BY 4.0) ships 512 x 512 
 Sentinel-1 (VV, VH dB), Sentinel-2 L1C (13 bands, reflectance x 10000, 0 = no data) and a hand-drawn
 water mask (-1 no data, 0 not water, 1 water). This dataset reads every chip under ``root`` (flat,
 as in ``../shared/realdata/sen1floods11/``, or in the official ``S1Hand/``, ``S2Hand/``,
-``LabelHand/`` folders), cuts it into square tiles and splits space: tiles in the top half of a
-chip train, tiles in the bottom half validate and test (one chip has no third area, so ``val``
-and ``test`` are the same tiles).
+``LabelHand/`` folders), cuts it into square tiles and splits space into three disjoint areas
+of every chip: the top half trains, the bottom-left quarter validates and the bottom-right
+quarter tests. A tile lies wholly inside its area, so no pixel is in two splits.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class Sen1Floods11Chip(MultimodalDataset):
 
     Args:
         root: folder holding the chips (default: ``../shared/realdata/sen1floods11``).
-        split: ``"train"`` (top half of each chip), ``"val"`` or ``"test"`` (bottom half).
+        split: ``"train"`` (top half of each chip), ``"val"`` (bottom-left quarter) or
+            ``"test"`` (bottom-right quarter).
         modalities: modalities to use (default both).
         modality_sampling: modality subset rule (see :mod:`datamodules.modality_sampling`).
         image_size: resize tiles to this size (None: ``tile_size``).
@@ -54,7 +55,7 @@ class Sen1Floods11Chip(MultimodalDataset):
 
     Raises:
         FileNotFoundError: if ``root`` holds no chip, or a chip lacks its S2 or label file.
-        ValueError: if ``tile_size`` does not fit in half a chip.
+        ValueError: if ``tile_size`` does not fit in a quarter of a chip.
     """
 
     all_modalities: ClassVar[dict[str, Modality]] = {
@@ -120,19 +121,24 @@ class Sen1Floods11Chip(MultimodalDataset):
         return chips
 
     def _windows(self, paths: dict[str, Path]) -> list[Window]:
-        """Tile windows of one chip that lie wholly in this split's half."""
+        """Tile windows of one chip that lie wholly in this split's area."""
         with rasterio.open(paths["label"]) as src:
             height, width = src.height, src.width
-        half = height // 2
-        if self.tile_size > half or self.tile_size > width:
+        middle_row, middle_col = height // 2, width // 2
+        if self.tile_size > min(middle_row, middle_col):
             raise ValueError(
-                f"tile_size {self.tile_size} does not fit in half of a {paths['label']}"
+                f"tile_size {self.tile_size} does not fit in a quarter of {paths['label']}"
             )
-        top, bottom = (0, half) if self.split == "train" else (half, height)
+        # (top, bottom, left, right) of the split's area: rows and columns it spans.
+        top, bottom, left, right = {
+            "train": (0, middle_row, 0, width),
+            "val": (middle_row, height, 0, middle_col),
+            "test": (middle_row, height, middle_col, width),
+        }[self.split]
         return [
             Window(col, row, self.tile_size, self.tile_size)
             for row in range(top, bottom - self.tile_size + 1, self.stride)
-            for col in range(0, width - self.tile_size + 1, self.stride)
+            for col in range(left, right - self.tile_size + 1, self.stride)
         ]
 
     def __len__(self) -> int:

@@ -31,6 +31,7 @@ from fusion.layers.pooling import ClassTokenPooling
 from fusion.layers.pos_embed import SinCosPosEmbed2d
 from fusion.layers.token_layout import GridLayout, PackedLayout, TokenLayout
 from fusion.modality import ModalityConfig, ModalitySpec, parse_modalities
+from fusion.variants import VARIANTS, BackboneVariant, variant_options
 
 LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
 """The default normalization layer: LayerNorm with eps 1e-6, as timm's ViTs."""
@@ -40,6 +41,31 @@ def tokens_to_map(tokens: Tensor, grid_size: tuple[int, int]) -> Tensor:
     """Reshapes row-major patch tokens [B, L, D] to a feature map [B, D, h, w]."""
     batch, _, dim = tokens.shape
     return tokens.transpose(1, 2).reshape(batch, dim, *grid_size)
+
+
+def zero_hidden_pixels(raster: Tensor, visible: Tensor, grid_size: tuple[int, int]) -> Tensor:
+    """Zeros the pixels of a float raster under the tokens that are not visible.
+
+    Absent and hidden tokens are masked out of every attention, but a masked key still
+    multiplies its value by a zero weight, and 0 * NaN is NaN: no-data values such as NaN or
+    inf there would reach the visible tokens in the forward pass, and the patch projection's
+    weights in the backward pass. Zeroed, they cannot.
+
+    Args:
+        raster: [B, C, H, W] float values.
+        visible: [B, L] bool, L = h * w row-major over the patch grid.
+        grid_size: Patch grid (h, w); H and W are multiples of it.
+
+    Returns:
+        ``raster`` with zeros under hidden tokens (itself if every token is visible).
+    """
+    if bool(visible.all()):
+        return raster
+    batch, _, height, width = raster.shape
+    rows, cols = grid_size
+    pixels = visible.view(batch, 1, rows, 1, cols, 1)
+    pixels = pixels.expand(batch, 1, rows, height // rows, cols, width // cols)
+    return torch.where(pixels.reshape(batch, 1, height, width), raster, 0.0)
 
 
 @dataclass
@@ -105,9 +131,13 @@ def default_intermediate_blocks(depth: int) -> tuple[int, ...]:
 class MaskedFusionViT(nn.Module):
     """Multimodal ViT with fusion tokens, modality attention and masked self-attention.
 
-    Variants of the paper are options: ``attention="full"`` is the MultiViT baseline (same
-    fusion tokens and modality attention, ordinary self-attention over all visible tokens) and
-    ``modality_attention=False`` the "w/o attention" ablation.
+    The backbones compared in the paper are settings of two switches, named as presets in
+    `fusion.variants` and built with `from_variant` (or the ``variant`` argument of `tiny`,
+    `small`, `base`): ``"proposed"`` (masked attention and modality attention, the default),
+    ``"multivit"`` (the MultiViT baseline: ``attention="full"`` over all visible tokens, the
+    same fusion tokens, no modality attention), ``"no_masked_attention"`` (``attention="full"``
+    with modality attention, "w/o mask") and ``"no_modality_attention"`` (masked attention,
+    ``modality_attention=False``, "w/o attention").
 
     Missing data: a modality left out of the input dict adds no tokens, so compute scales with
     the modalities present. ``present`` drops a modality for some samples and ``visible`` hides
@@ -126,7 +156,8 @@ class MaskedFusionViT(nn.Module):
         mlp_ratio: MLP hidden width as a multiple of D.
         qkv_bias: Whether query/key/value projections have a bias.
         drop_path_rate: Stochastic depth rate of the last block (linear from 0).
-        attention: ``"masked"`` (eq. 3) or ``"full"`` (MultiViT baseline).
+        attention: ``"masked"`` (eq. 3) or ``"full"`` (ordinary self-attention over all
+            visible tokens).
         modality_attention: Whether to run modality attention (eq. 2). As in the authors' code
             it runs before every Transformer block.
         intermediate_blocks: 1-based numbers of the blocks after which the fusion tokens are
@@ -141,7 +172,7 @@ class MaskedFusionViT(nn.Module):
         mask_token: The mask token z_mask of eq. 2, [D]: one learned vector shared by all
             modalities, positions and blocks. Modality attention uses it as the key/value
             input wherever a modality's token is missing, so it only learns when something is
-            missing (always in pretraining).
+            missing (always in pretraining). None without modality attention.
         pooling: Class tokens (one per modality, one global fusion token) and the final
             cross-attention layer of III-E.
     """
@@ -195,7 +226,7 @@ class MaskedFusionViT(nn.Module):
         self.fusion_tokens = nn.Parameter(
             torch.zeros(1, self.grid_size[0] * self.grid_size[1], embed_dim)
         )
-        self.mask_token = nn.Parameter(torch.zeros(embed_dim))
+        self.mask_token = nn.Parameter(torch.zeros(embed_dim)) if modality_attention else None
         drop_rates = torch.linspace(0, drop_path_rate, depth).tolist()
         self.modality_attention = (
             nn.ModuleList(
@@ -230,24 +261,94 @@ class MaskedFusionViT(nn.Module):
         self.init_weights()
 
     @classmethod
-    def tiny(cls, modalities: Mapping[str, ModalityConfig], **kwargs: Any) -> "MaskedFusionViT":
-        """ViT-Tiny as in the paper: D=192, 12 blocks, 3 heads (``kwargs`` override)."""
-        return cls(modalities, **{"embed_dim": 192, "depth": 12, "num_heads": 3, **kwargs})
+    def from_variant(
+        cls,
+        modalities: Mapping[str, ModalityConfig] | Sequence[ModalitySpec],
+        variant: BackboneVariant = "proposed",
+        **kwargs: Any,
+    ) -> "MaskedFusionViT":
+        """A backbone of one of the paper's variants (see `fusion.variants`).
+
+        Args:
+            modalities: As in the constructor.
+            variant: ``"proposed"``, ``"multivit"``, ``"no_masked_attention"`` or
+                ``"no_modality_attention"``.
+            **kwargs: Other constructor arguments.
+
+        Raises:
+            ValueError: For an unknown variant, or if ``kwargs`` also set a switch that the
+                variant sets (``attention``, ``modality_attention``).
+        """
+        options = variant_options(variant)
+        clash = sorted(options.keys() & kwargs.keys())
+        if clash:
+            raise ValueError(
+                f"variant {variant!r} sets {clash}; give either the variant or the switches"
+            )
+        return cls(modalities, **options, **kwargs)
 
     @classmethod
-    def small(cls, modalities: Mapping[str, ModalityConfig], **kwargs: Any) -> "MaskedFusionViT":
-        """ViT-Small: D=384, 12 blocks, 6 heads (``kwargs`` override)."""
-        return cls(modalities, **{"embed_dim": 384, "depth": 12, "num_heads": 6, **kwargs})
+    def tiny(
+        cls,
+        modalities: Mapping[str, ModalityConfig],
+        variant: BackboneVariant | None = None,
+        **kwargs: Any,
+    ) -> "MaskedFusionViT":
+        """ViT-Tiny as in the paper: D=192, 12 blocks, 3 heads (``kwargs`` override).
+
+        ``variant`` names a preset of `fusion.variants`; without it the switches are the
+        constructor's (default: the proposed backbone).
+        """
+        sizes = {"embed_dim": 192, "depth": 12, "num_heads": 3}
+        return cls._sized(modalities, variant, {**sizes, **kwargs})
 
     @classmethod
-    def base(cls, modalities: Mapping[str, ModalityConfig], **kwargs: Any) -> "MaskedFusionViT":
-        """ViT-Base: D=768, 12 blocks, 12 heads (``kwargs`` override)."""
-        return cls(modalities, **{"embed_dim": 768, "depth": 12, "num_heads": 12, **kwargs})
+    def small(
+        cls,
+        modalities: Mapping[str, ModalityConfig],
+        variant: BackboneVariant | None = None,
+        **kwargs: Any,
+    ) -> "MaskedFusionViT":
+        """ViT-Small: D=384, 12 blocks, 6 heads; arguments as in `tiny`."""
+        sizes = {"embed_dim": 384, "depth": 12, "num_heads": 6}
+        return cls._sized(modalities, variant, {**sizes, **kwargs})
+
+    @classmethod
+    def base(
+        cls,
+        modalities: Mapping[str, ModalityConfig],
+        variant: BackboneVariant | None = None,
+        **kwargs: Any,
+    ) -> "MaskedFusionViT":
+        """ViT-Base: D=768, 12 blocks, 12 heads; arguments as in `tiny`."""
+        sizes = {"embed_dim": 768, "depth": 12, "num_heads": 12}
+        return cls._sized(modalities, variant, {**sizes, **kwargs})
+
+    @classmethod
+    def _sized(
+        cls,
+        modalities: Mapping[str, ModalityConfig],
+        variant: BackboneVariant | None,
+        kwargs: dict[str, Any],
+    ) -> "MaskedFusionViT":
+        if variant is None:
+            return cls(modalities, **kwargs)
+        return cls.from_variant(modalities, variant, **kwargs)
+
+    @property
+    def variant(self) -> str | None:
+        """The name of the preset that this backbone's switches match, or None."""
+        switches = {
+            "attention": self.attention,
+            "modality_attention": self.modality_attention is not None,
+        }
+        return next((name for name, options in VARIANTS.items() if options == switches), None)
 
     def init_weights(self) -> None:
         """ViT-style initialization; patch projections like linear layers (as in MAE)."""
         trunc_normal_(self.fusion_tokens, std=0.02)
-        trunc_normal_(self.mask_token, std=0.02)
+        if self.mask_token is not None:
+            trunc_normal_(self.mask_token, std=0.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 trunc_normal_(module.weight, std=0.02)
@@ -295,12 +396,21 @@ class MaskedFusionViT(nn.Module):
         length = grid_size[0] * grid_size[1]
         device = self.fusion_tokens.device
         pos_embed = self.pos_embed(grid_size, device)  # [L, D]
-        modality = torch.stack([self.patch_embeds[name](inputs[name]) for name in names], dim=1)
-        modality = modality + pos_embed  # [B, M, L, D]
-        fusion = (self.fusion_tokens_for(grid_size) + pos_embed).expand(batch, -1, -1)
         visibility = token_visibility(
             names, self.modality_names, present, visible, batch, length, device
         )
+        if visibility is not None:  # no-data values under hidden tokens must not leak
+            inputs = {
+                name: (
+                    zero_hidden_pixels(inputs[name], visibility[:, i], grid_size)
+                    if inputs[name].is_floating_point() and inputs[name].ndim == 4
+                    else inputs[name]
+                )
+                for i, name in enumerate(names)
+            }
+        modality = torch.stack([self.patch_embeds[name](inputs[name]) for name in names], dim=1)
+        modality = modality + pos_embed  # [B, M, L, D]
+        fusion = (self.fusion_tokens_for(grid_size) + pos_embed).expand(batch, -1, -1)
         if pack is None:
             pack = visible is not None
         if pack:

@@ -80,7 +80,12 @@ def reconstruction_figure(
             masked = torch.where(seen, original.float(), torch.nan)  # NaN: not shown
             if name in categorical:
                 kwargs = {"cmap": colormaps["tab10"], "vmin": 0, "vmax": max(categorical[name], 10)}
-                images = [original[0].numpy(), masked[0].numpy(), rebuilt[0].numpy()]
+                # the no-data id (= number of classes) is left blank, like hidden patches
+                nodata = original[0] == categorical[name]
+                images = [
+                    torch.where(nodata, torch.nan, image[0].float()).numpy()
+                    for image in (original, masked, rebuilt)
+                ]
             else:
                 flat = original[list(channels)].flatten(1).float()
                 low, high = flat.quantile(0.02, dim=1), flat.quantile(0.98, dim=1)

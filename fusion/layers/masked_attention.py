@@ -2,10 +2,12 @@
 
 With ``attention="masked"`` a modality token attends only to the tokens of its own modality,
 and a fusion token attends to every visible token (fusion and all modalities). Because of this
-block structure the attention runs as two calls of `attend`: one batched over the B*G modality
-sequences of the layout (on the grid layout without a mask, unless a modality is missing for
-some samples), one for the fusion queries over all keys. With ``attention="full"`` (the
-MultiViT baseline) every token attends to every visible token.
+block structure the attention runs as separate calls of `attend`: one for the fusion queries
+over all keys, and for the modality queries either one call batched over the B*M sequences of
+the grid layout (without a mask, unless a modality is missing for some samples) or, on the
+packed layout, one call per group of (sample, modality) segments of similar length (see
+`fusion.layers.token_layout.Segments`). With ``attention="full"`` (the MultiViT baseline and
+the "w/o mask" ablation) every token attends to every visible token.
 
 Measured alternatives: a whole MaskedFusionViT-T training step (batch 8, 4 x 256 modality and
 256 fusion tokens, 2-core CPU, torch 2.14) against 12 timm ViT-T blocks over the same 1280
@@ -33,12 +35,14 @@ EXPLICIT_ATTENTION_MAX_QUERIES = 256
 def attend(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
     """Multi-head attention ``softmax(q k^T / sqrt(d)) v``.
 
-    Runs `torch.nn.functional.scaled_dot_product_attention`, except in one case measured on a
-    2-core CPU with AMX (torch 2.14): training in bf16/fp16 on the CPU with short unmasked query
-    blocks, the B*M per-modality sequences and the fusion queries of the grid layout. There the
-    fused kernel's backward pass is slow, and explicit matmul-softmax-matmul makes a whole
-    MaskedFusionViT-T training step about 14% faster (modality block, 32 x 256 tokens: 35 ms
-    instead of 60 ms forward + backward; fusion queries, 256 over 1280 keys: 47 instead of 62).
+    Runs `torch.nn.functional.scaled_dot_product_attention`, except in one case measured on
+    2-core CPUs (torch 2.14): training in bf16/fp16 on the CPU with short query blocks, the
+    per-modality sequences or segments and the fusion queries. There the fused kernel's backward
+    pass is slow, and explicit matmul-softmax-matmul makes a whole MaskedFusionViT-T training
+    step about 14% faster with AMX (modality block, 32 x 256 tokens: 35 ms instead of 60 ms
+    forward + backward; fusion queries, 256 over 1280 keys: 47 instead of 62). With AVX512-BF16
+    and no AMX it is two to three times as fast on the segments of pretraining (8 x 160 tokens
+    with a key-padding mask: 6 ms instead of 15 ms).
 
     Args:
         query: [..., H, Lq, hd].
@@ -50,13 +54,16 @@ def attend(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None
         [..., H, Lq, hd].
     """
     if (
-        mask is None
-        and query.device.type == "cpu"
+        query.device.type == "cpu"
         and query.dtype in (torch.bfloat16, torch.float16)
         and query.shape[-2] <= EXPLICIT_ATTENTION_MAX_QUERIES
         and torch.is_grad_enabled()
     ):
-        scores = (query @ key.transpose(-1, -2)) * query.shape[-1] ** -0.5
+        scores = (query * query.shape[-1] ** -0.5) @ key.transpose(-1, -2)
+        if mask is not None:  # an additive bias is cheaper than masked_fill on the scores
+            scores = scores + torch.zeros_like(mask, dtype=scores.dtype).masked_fill_(
+                ~mask, float("-inf")
+            )
         return scores.softmax(dim=-1) @ value
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
 
@@ -106,35 +113,60 @@ class MaskedAttention(nn.Module):
         _, groups, group_length, _ = modality.shape
         heads = self.num_heads
         head_dim = dim // heads
+        tokens = groups * group_length
         # [B, H, L, hd] each
         q_f, k_f, v_f = (
             self.qkv(fusion).view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
         )
-        # [B, G, H, T, hd] each
-        q_m, k_m, v_m = (
-            self.qkv(modality)
-            .view(batch, groups, group_length, 3, heads, head_dim)
-            .permute(3, 0, 1, 4, 2, 5)
-        )
-
-        def flat(tokens: Tensor) -> Tensor:  # [B, G, H, T, hd] -> [B, H, G*T, hd]
-            return tokens.transpose(1, 2).reshape(batch, heads, groups * group_length, head_dim)
-
-        keys = torch.cat([k_f, flat(k_m)], dim=2)  # [B, H, L + G*T, hd]
-        values = torch.cat([v_f, flat(v_m)], dim=2)
+        qkv_m = self.qkv(modality)  # [B, G, T, 3D]
+        # [B, H, G*T, hd] each
+        q_m, k_m, v_m = qkv_m.view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+        keys = torch.cat([k_f, k_m], dim=2)  # [B, H, L + G*T, hd]
+        values = torch.cat([v_f, v_m], dim=2)
         if self.attention == "full":
-            queries = torch.cat([q_f, flat(q_m)], dim=2)
-            out = attend(queries, keys, values, layout.key_mask)
-            out_f, out_m = out.split([length, groups * group_length], dim=2)
-            out_m = out_m.view(batch, heads, groups, group_length, head_dim).transpose(1, 2)
+            queries = torch.cat([q_f, q_m], dim=2)
+            out = attend(queries, keys, values, layout.key_mask).transpose(1, 2)
+            out_f, out_m = out.reshape(batch, length + tokens, dim).split([length, tokens], 1)
         else:
-            out_f = attend(q_f, keys, values, layout.key_mask)
-            out_m = attend(
-                q_m.flatten(0, 1), k_m.flatten(0, 1), v_m.flatten(0, 1), layout.modality_mask
-            ).view(batch, groups, heads, group_length, head_dim)
-        fusion_out = self.proj(out_f.transpose(1, 2).reshape(batch, length, dim))
-        modality_out = self.proj(out_m.transpose(2, 3).reshape(batch, groups, group_length, dim))
+            out_f = attend(q_f, keys, values, layout.key_mask).transpose(1, 2)
+            out_f = out_f.reshape(batch, length, dim)
+            out_m = self.attend_within_modalities(qkv_m, layout)
+        fusion_out = self.proj(out_f)
+        modality_out = self.proj(out_m.reshape(batch, groups, group_length, dim))
         return fusion_out, modality_out
+
+    def attend_within_modalities(self, qkv: Tensor, layout: TokenLayout) -> Tensor:
+        """Modality queries over the keys of their own modality (the modality rows of eq. 3).
+
+        Args:
+            qkv: Projected modality block [B, G, T, 3D] (queries, keys, values).
+            layout: Gives the sequences, or the segments, that attend among themselves.
+
+        Returns:
+            Attention outputs [B, G, T, D] (zero at padding tokens of a packed block).
+        """
+        batch, groups, group_length, width = qkv.shape
+        dim, heads = width // 3, self.num_heads
+        head_dim = dim // heads
+        segments = layout.segments
+        if segments is None:
+            q, k, v = qkv.view(batch * groups, group_length, 3, heads, head_dim).permute(
+                2, 0, 3, 1, 4
+            )  # [B*G, H, T, hd] each
+            out = attend(q, k, v, layout.modality_mask)
+            return out.transpose(1, 2).reshape(batch, groups, group_length, dim)
+        gathered = qkv.reshape(-1, width).index_select(0, segments.rows)  # [sum N*S, 3D]
+        sizes = [group.count * group.length for group in segments.groups]
+        outputs = []
+        for group, part in zip(segments.groups, gathered.split(sizes), strict=True):
+            q, k, v = part.view(group.count, group.length, 3, heads, head_dim).permute(
+                2, 0, 3, 1, 4
+            )  # [N, H, S, hd] each
+            out = attend(q, k, v, group.key_mask)
+            outputs.append(out.transpose(1, 2).reshape(-1, dim))
+        outputs.append(qkv.new_zeros(1, dim))  # the slot of padding tokens
+        out = torch.cat(outputs).index_select(0, segments.inverse)
+        return out.view(batch, groups, group_length, dim)
 
 
 class MaskedBlock(nn.Module):

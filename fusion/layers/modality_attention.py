@@ -12,7 +12,6 @@ token always sees M+1 keys and can tell "missing" from any real content.
 """
 
 import torch
-import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
@@ -75,16 +74,18 @@ class ModalityAttention(nn.Module):
         head_dim = dim // heads
         fusion_normed = self.norm(fusion)
         # One sequence per (sample, position): the fusion token's query against its M+1 keys.
-        query = self.q(fusion_normed).view(batch * length, heads, 1, head_dim)
+        query = self.q(fusion_normed).view(batch, length, 1, heads, head_dim)
         mask_kv = self.kv(self.norm(mask_token))  # [2D]
         present_kv = layout.scatter(self.kv(self.norm(modality)), fill=mask_kv)  # [B, M', L, 2D]
         absent = self.num_modalities - present_kv.shape[1]
         key_values = [self.kv(fusion_normed)[:, :, None], present_kv.transpose(1, 2)]
         if absent:  # modalities missing from the whole batch: mask tokens as well
             key_values.append(mask_kv.expand(batch, length, absent, 2 * dim))
-        key_values = torch.cat(key_values, dim=2).view(batch * length, -1, 2, heads, head_dim)
-        keys, values = key_values.permute(2, 0, 3, 1, 4)  # [B*L, H, 1+M, hd] each
-        gathered = F.scaled_dot_product_attention(query, keys, values)  # [B*L, H, 1, hd]
-        gathered = gathered.view(batch, length, dim)
+        key_values = torch.cat(key_values, dim=2).view(batch, length, -1, 2, heads, head_dim)
+        keys, values = key_values.unbind(3)  # [B, L, 1+M, H, hd] each
+        # One query against M+1 keys: elementwise products beat a batched attention kernel.
+        logits = (query * keys).sum(dim=-1) * head_dim**-0.5  # [B, L, 1+M, H]
+        weights = logits.softmax(dim=2).to(values.dtype)
+        gathered = (weights[..., None] * values).sum(dim=2).view(batch, length, dim)
         fusion = fusion + self.drop_path(self.proj(gathered))
         return fusion + self.drop_path(self.mlp(self.norm_mlp(fusion)))

@@ -57,9 +57,13 @@ class CategoricalPatchEmbed(nn.Module):
     map with weight ``sum_e proj.weight[:, e] * embedding.weight[:, e]``: the same function and
     parameters, about 7x cheaper for 9 classes than convolving the 64-channel embedding raster.
 
+    Id ``n`` (one past the last class) marks pixels without data: its one-hot row is zero, so
+    its embedding is the zero vector and such a pixel adds nothing to its patch's token (a patch
+    of no data alone is the projection's bias). No data is thus never mistaken for class 0.
+
     Args:
         name: Modality name, used in error messages.
-        num_classes: Number of classes n (ids 0..n-1).
+        num_classes: Number of classes n (ids 0..n-1; id n is no data).
         embed_dim: Token width D.
         patch_size: Patch side P in pixels.
         class_dim: Width of the class embedding (64 in the paper).
@@ -79,7 +83,8 @@ class CategoricalPatchEmbed(nn.Module):
         """Embeds a class-id map.
 
         Args:
-            class_map: Integer class ids [B, H, W] or [B, 1, H, W], H and W divisible by P.
+            class_map: Integer class ids [B, H, W] or [B, 1, H, W] in 0..n (n: no data), H and W
+                divisible by P.
 
         Returns:
             Tokens [B, L, D], L = (H/P) * (W/P), patches in row-major order.
@@ -97,10 +102,11 @@ class CategoricalPatchEmbed(nn.Module):
                 f"got {class_map.dtype}"
             )
         lowest, highest = torch.aminmax(class_map) if class_map.numel() else (0, 0)
-        if int(lowest) < 0 or int(highest) >= self.num_classes:
+        if int(lowest) < 0 or int(highest) > self.num_classes:
             raise ValueError(
-                f"categorical modality {self.name!r} has {self.num_classes} classes, but its "
-                f"ids span [{int(lowest)}, {int(highest)}]"
+                f"categorical modality {self.name!r} has {self.num_classes} classes (ids 0.."
+                f"{self.num_classes - 1}, and {self.num_classes} for no data), but its ids span "
+                f"[{int(lowest)}, {int(highest)}]"
             )
         # [D, E, P, P] x [n, E] -> [D, n, P, P]: projection of each class's embedding.
         weight = torch.einsum("dexy,ne->dnxy", self.proj.weight, self.class_embed.weight)
@@ -109,7 +115,8 @@ class CategoricalPatchEmbed(nn.Module):
             torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
         )
         classes = torch.arange(self.num_classes, device=class_map.device)
-        one_hot = (class_map[:, None] == classes[:, None, None]).to(dtype)  # [B, n, H, W]
+        # [B, n, H, W]; the no-data id n matches no class: an all-zero column.
+        one_hot = (class_map[:, None] == classes[:, None, None]).to(dtype)
         tokens = F.conv2d(one_hot, weight, self.proj.bias, stride=self.patch_size)
         return tokens.flatten(2).transpose(1, 2)
 

@@ -7,8 +7,11 @@ tokens as a block [B, G, T, D] whose shape depends on the layout:
   grid. Attention within a modality is then one batched call over B*M sequences. Tokens that
   are not visible (a modality absent for some samples) stay in place and are masked out.
 * `PackedLayout` (G = 1, T = the most visible tokens of any sample): only visible tokens are
-  kept, packed per sample into one sequence padded to the batch maximum, with per-token
-  modality ids and positions. Hidden tokens cost no compute, as MultiMAE pretraining needs.
+  kept, packed per sample into one sequence padded with zeros to the batch maximum, with
+  per-token modality ids and positions. Hidden tokens cost no compute, as MultiMAE pretraining
+  needs. The visible tokens of one (sample, modality) are contiguous: a segment.
+  Attention within a modality runs over these segments (`Segments`), never over a dense
+  per-sample [T, T] mask.
 
 Both answer the same questions: `scatter` puts tokens back on the [B, M, L] grid, and the
 attention masks say which keys each query may use (True = may attend, as in
@@ -16,6 +19,7 @@ attention masks say which keys each query may use (True = may attend, as in
 followed by the modality block flattened group-major (G*T).
 """
 
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
 
@@ -46,8 +50,103 @@ class TokenLayout(Protocol):
 
     @property
     def modality_mask(self) -> Tensor | None:
-        """Keys of its own modality a modality token may attend, [B*G, 1, 1 or T, T] or None."""
+        """Visible keys of each of the B*G sequences, [B*G, 1, 1, T], or None if all are.
+
+        Used for attention within a modality when `segments` is None.
+        """
         ...
+
+    @property
+    def segments(self) -> "Segments | None":
+        """The runs of the block that attend only among themselves, or None.
+
+        None: each of the B*G sequences of the block holds one modality (masked by
+        `modality_mask`).
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class SegmentGroup:
+    """Segments of similar length, padded to a common one, that attention handles in one call.
+
+    Attributes:
+        count: N, the number of segments.
+        length: S, the longest of them; shorter ones are padded by repeating their last token.
+        key_mask: Real (non-padding) keys, [N, 1, 1, S] bool, or None if none is padded.
+    """
+
+    count: int
+    length: int
+    key_mask: Tensor | None
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Runs of the flattened modality block [B*G*T] that attend only among themselves.
+
+    Attributes:
+        rows: For the slots of every group in turn (group-major, then segment, then position),
+            the row of the block it holds, [sum N*S].
+        groups: The groups, in the order of ``rows``.
+        inverse: For each row of the block, its slot in the concatenated group outputs, [B*G*T];
+            rows in no segment (padding) point to one extra slot after the last group.
+    """
+
+    rows: Tensor
+    groups: tuple[SegmentGroup, ...]
+    inverse: Tensor
+
+
+SEGMENT_GRANULARITY = 32
+"""Segments whose lengths round up to the same multiple of this share one attention call.
+
+Padding is then under 32 tokens per segment. For MultiMAE masking of four 256-token modalities
+(Dirichlet(1) shares of 512 visible tokens) the padded segments cost about 0.40 of the
+attention FLOPs of a dense per-sample [512, 512] mask (0.46 with 64, 0.60 with 128; 0.35
+without padding), in at most L/32 calls.
+"""
+
+
+def packed_segments(
+    counts: Tensor, sequence_length: int, granularity: int = SEGMENT_GRANULARITY
+) -> Segments:
+    """Segments of sequences that hold runs of tokens back to back.
+
+    Args:
+        counts: Tokens of each run, [B, M] int: sequence b holds run (b, 0), then (b, 1), ...
+        sequence_length: T, the padded length of each sequence (at least the sum of a row).
+        granularity: Runs whose lengths round up to the same multiple of it form one group.
+
+    Returns:
+        The segments of the flattened sequences [B*T]; empty runs are left out.
+    """
+    device = counts.device
+    starts = counts.cumsum(dim=1) - counts  # [B, M], within each sequence
+    starts = starts + sequence_length * torch.arange(len(counts), device=device)[:, None]
+    lengths, starts = counts.flatten(), starts.flatten()
+    lengths, starts = lengths[lengths > 0], starts[lengths > 0]
+    buckets = torch.div(lengths + granularity - 1, granularity, rounding_mode="floor")
+    order = torch.argsort(buckets, stable=True)
+    group_sizes = torch.unique_consecutive(buckets[order], return_counts=True)[1].tolist()
+    inverse = torch.full((counts.shape[0] * sequence_length,), -1, device=device)
+    rows, groups, offset = [], [], 0
+    for group in order.split(group_sizes):
+        group_lengths, group_starts = lengths[group, None], starts[group, None]  # [N, 1]
+        count, length = len(group), int(group_lengths.max())
+        positions = torch.arange(length, device=device)  # [S]
+        real = positions < group_lengths  # [N, S]
+        # Padding slots repeat the segment's last token: a real key, masked out.
+        group_rows = group_starts + torch.minimum(positions, group_lengths - 1)
+        slots = offset + torch.arange(count * length, device=device).view(count, length)
+        inverse[group_rows[real]] = slots[real]
+        rows.append(group_rows.flatten())
+        groups.append(
+            SegmentGroup(count, length, None if bool(real.all()) else real[:, None, None])
+        )
+        offset += count * length
+    inverse = inverse.masked_fill(inverse < 0, offset)  # padding rows: the extra slot
+    return Segments(torch.cat(rows) if rows else inverse[:0], tuple(groups), inverse)
 
 
 class GridLayout:
@@ -114,20 +213,28 @@ class GridLayout:
             return None
         return keys.flatten(0, 1)[:, None, None, :]
 
+    @property
+    def segments(self) -> None:
+        """None: each of the B*M sequences is one modality of one sample."""
+        return None
+
 
 class PackedLayout:
     """Visible modality tokens packed per sample: the block is [B, 1, T, D].
 
     Each sample's visible tokens keep their grid order (modality, then row-major position) and
-    are padded to T, the largest visible count in the batch. With a fixed number of visible
-    tokens per sample (MultiMAE masking) there is no padding.
+    are padded with zeros to T, the largest visible count in the batch. With a fixed number of
+    visible tokens per sample (MultiMAE masking) there is no padding.
 
     Args:
         visible: Which tokens are visible, [B, M, L] bool.
+        granularity: Segment lengths that round up to the same multiple of it share one
+            attention call (see `SEGMENT_GRANULARITY`).
     """
 
-    def __init__(self, visible: Tensor) -> None:
+    def __init__(self, visible: Tensor, granularity: int = SEGMENT_GRANULARITY) -> None:
         self._visible = visible
+        self.granularity = granularity
         batch, modalities, positions = visible.shape
         self.shape = (batch, modalities, positions)
         flat = visible.flatten(1)  # [B, M*L]
@@ -153,10 +260,13 @@ class PackedLayout:
         return self._visible
 
     def arrange(self, grid_tokens: Tensor) -> Tensor:
-        """Packs the visible tokens of [B, M, L, C] into [B, 1, T, C]."""
+        """Packs the visible tokens of [B, M, L, C] into [B, 1, T, C], zeros as padding."""
         batch, channels = grid_tokens.shape[0], grid_tokens.shape[-1]
         packed = grid_tokens.reshape(-1, channels).index_select(0, self._grid_rows)
-        return packed.view(batch, 1, -1, channels)
+        packed = packed.view(batch, 1, -1, channels)
+        if bool(self.token_valid.all()):
+            return packed
+        return torch.where(self.token_valid[:, None, :, None], packed, 0.0)
 
     def scatter(self, tokens: Tensor, fill: Tensor) -> Tensor:
         """Unpacks [B, 1, T, C] onto the grid [B, M, L, C], ``fill`` [C] where not visible."""
@@ -178,13 +288,13 @@ class PackedLayout:
         fusion_keys = self.token_valid.new_ones(batch, positions)
         return torch.cat([fusion_keys, self.token_valid], dim=1)[:, None, None, :]
 
-    @cached_property
-    def modality_mask(self) -> Tensor:
-        """Packed keys of the query's own modality: [B, 1, T, T].
+    @property
+    def modality_mask(self) -> None:
+        """None: attention within a modality runs over `segments`."""
+        return None
 
-        Padding queries may attend only to themselves, so that no row is empty.
-        """
-        ids = self.modality_ids
-        same = (ids[:, :, None] == ids[:, None, :]) & self.token_valid[:, None, :]
-        diagonal = torch.eye(ids.shape[1], dtype=torch.bool, device=ids.device)
-        return (same | diagonal)[:, None]
+    @cached_property
+    def segments(self) -> Segments:
+        """The visible tokens of each (sample, modality): contiguous runs of each sequence."""
+        counts = self._visible.sum(dim=-1)  # [B, M]
+        return packed_segments(counts, self.token_valid.shape[1], self.granularity)

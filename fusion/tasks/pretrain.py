@@ -23,7 +23,6 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from fusion.backbone import FusionOutput, MaskedFusionViT
 from fusion.decoders import PatchDecoder
-from fusion.layers.masked_attention import AttentionKind
 from fusion.losses import (
     ReconstructionLoss,
     info_nce,
@@ -34,8 +33,14 @@ from fusion.losses import (
 )
 from fusion.masking import sample_visible_tokens
 from fusion.modality import ModalityConfig, parse_modalities
-from fusion.optim import scaled_learning_rate, warmup_cosine, weight_decay_groups
-from fusion.tasks.batches import split_batch
+from fusion.optim import (
+    WarmupCosineSchedule,
+    scaled_learning_rate,
+    training_steps,
+    weight_decay_groups,
+)
+from fusion.tasks.batches import split_batch, token_availability
+from fusion.variants import BackboneVariant
 from fusion.visualization import reconstruction_figure
 
 HEIGHT_MODALITIES = ("dem", "dsm", "height", "ndsm")
@@ -90,8 +95,9 @@ class PretrainTask(L.LightningModule):
         embed_dim: backbone width (ViT-T: 192).
         depth: backbone blocks (ViT-T: 12).
         num_heads: backbone heads (ViT-T: 3).
-        attention: ``"masked"`` (the paper) or ``"full"`` (MultiViT baseline).
-        modality_attention: use modality attention (eq. 2).
+        variant: the backbone of the paper's tables (:mod:`fusion.variants`): ``"proposed"``,
+            ``"multivit"`` (the MultiViT baseline), ``"no_masked_attention"`` or
+            ``"no_modality_attention"`` (the ablations "w/o mask" and "w/o attention").
         drop_path_rate: stochastic depth of the backbone.
         visible_fraction: share of the present modality tokens the encoder sees (the paper: 1/2).
         dirichlet_alpha: concentration of the per-sample modality shares (the paper: 1).
@@ -120,8 +126,7 @@ class PretrainTask(L.LightningModule):
         embed_dim: int = 192,
         depth: int = 12,
         num_heads: int = 3,
-        attention: AttentionKind = "masked",
-        modality_attention: bool = True,
+        variant: BackboneVariant = "proposed",
         drop_path_rate: float = 0.0,
         visible_fraction: float = 0.5,
         dirichlet_alpha: float = 1.0,
@@ -142,15 +147,14 @@ class PretrainTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.backbone = MaskedFusionViT(
+        self.backbone = MaskedFusionViT.from_variant(
             modalities,
+            variant,
             img_size=img_size,
             patch_size=patch_size,
             embed_dim=embed_dim,
             depth=depth,
             num_heads=num_heads,
-            attention=attention,
-            modality_attention=modality_attention,
             drop_path_rate=drop_path_rate,
         )
         specs = parse_modalities(modalities)
@@ -183,13 +187,31 @@ class PretrainTask(L.LightningModule):
 
     # -- the method, step by step ------------------------------------------------------------
     def draw_visibility(
-        self, present: Mapping[str, Tensor], num_positions: int
+        self,
+        present: Mapping[str, Tensor],
+        num_positions: int,
+        available: Mapping[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
-        """MultiMAE visibility per modality ``[B, L]`` for the modalities of a batch."""
+        """MultiMAE visibility per modality ``[B, L]`` for the modalities of a batch.
+
+        Args:
+            present: name -> ``bool [B]``.
+            num_positions: patch positions ``L``.
+            available: optional name -> ``bool [B, L]``, the tokens that hold data
+                (:func:`fusion.tasks.batches.token_availability`); only those can be visible.
+
+        Returns:
+            name -> ``bool [B, L]``, the tokens the encoder sees.
+        """
         names = list(present)
         matrix = torch.stack([present[n] for n in names], dim=1)
+        usable = None if available is None else torch.stack([available[n] for n in names], 1)
         visible = sample_visible_tokens(
-            matrix, num_positions, self.hparams.visible_fraction, self.hparams.dirichlet_alpha
+            matrix,
+            num_positions,
+            self.hparams.visible_fraction,
+            self.hparams.dirichlet_alpha,
+            available=usable,
         )
         return {name: visible[:, i] for i, name in enumerate(names)}
 
@@ -209,7 +231,8 @@ class PretrainTask(L.LightningModule):
             fusion: fusion tokens ``[B, L, D]``.
             visible: name -> ``bool [B, L]`` tokens the encoder saw.
             valid: optional name -> ``bool [B, H, W]``, False on pixels without data, which
-                the loss skips.
+                the loss skips. The no-data id of a class map (``num_classes``) is skipped
+                with or without it.
 
         Returns:
             Loss per modality, and the decoders' raw predictions per modality.
@@ -227,6 +250,10 @@ class PretrainTask(L.LightningModule):
             if valid is not None:  # [B, L, P*P] -> one flag per target value (channels last)
                 pixels = patchify(valid[name][:, None], patch)
                 pixels = pixels.repeat_interleave(target.shape[-1] // pixels.shape[-1], dim=-1)
+            if name in self.num_classes:  # no-data ids are never a cross-entropy target
+                known = target < self.num_classes[name]
+                target = target.masked_fill(~known, 0)
+                pixels = known if pixels is None else pixels & known
             losses[name] = masked_patch_loss(prediction, target, hidden, kind, pixels)
             predictions[name] = prediction
         return losses, predictions
@@ -251,17 +278,20 @@ class PretrainTask(L.LightningModule):
 
         Training masks come from the global random state; validation and test masks from
         ``validation_seed + batch_idx`` (the same every epoch, leaving the global state alone).
+        Visible tokens are drawn among the tokens that hold data (``batch["valid"]``).
         """
         inputs, present = split_batch(batch, self.modality_names)
+        patch = self.hparams.patch_size
+        available = token_availability(batch, self.modality_names, list(inputs), patch)
         height, width = next(iter(inputs.values())).shape[-2:]
-        num_positions = (height // self.hparams.patch_size) * (width // self.hparams.patch_size)
+        num_positions = (height // patch) * (width // patch)
         if stage == "train":
-            visible = self.draw_visibility(present, num_positions)
+            visible = self.draw_visibility(present, num_positions, available)
         else:  # the same masks every epoch, without touching the training random state
             cuda = list(range(torch.cuda.device_count())) if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(self.hparams.validation_seed + batch_idx)
-                visible = self.draw_visibility(present, num_positions)
+                visible = self.draw_visibility(present, num_positions, available)
         visible = {name: v.to(self.device) for name, v in visible.items()}
         output = self.backbone(inputs, present=present, visible=visible)
         valid = None
@@ -306,7 +336,10 @@ class PretrainTask(L.LightningModule):
         self.shared_step(batch, "test", batch_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Embed a batch with every token visible: the pretrained features.
+        """Embed a batch with every token that holds data visible: the pretrained features.
+
+        Patches without data in a modality (``batch["valid"]``) are hidden for it, as in
+        pretraining; the tokens stay on the grid (no packing).
 
         Returns:
             ``name`` (tile names), ``fusion`` tokens ``[B, L, D]`` and, per modality present
@@ -314,7 +347,10 @@ class PretrainTask(L.LightningModule):
             (zero where the sample lacks the modality).
         """
         inputs, present = split_batch(batch, self.modality_names)
-        output = self.backbone(inputs, present=present)
+        available = token_availability(
+            batch, self.modality_names, list(inputs), self.hparams.patch_size
+        )
+        output = self.backbone(inputs, present=present, visible=available, pack=False)
         return {
             "name": batch.get("name"),
             "fusion": output.fusion,
@@ -363,10 +399,9 @@ class PretrainTask(L.LightningModule):
             lr=scaled_learning_rate(self.hparams.base_lr, effective_batch),
             betas=tuple(self.hparams.betas),
         )
-        total_steps = int(trainer.estimated_stepping_batches)
-        steps_per_epoch = total_steps / max(1, trainer.max_epochs or 1)
-        warmup_steps = max(1, round(self.hparams.warmup_epochs * steps_per_epoch))
-        schedule = partial(warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps)
+        steps_per_epoch, total_steps = training_steps(trainer)
+        warmup_steps = round(self.hparams.warmup_epochs * steps_per_epoch)
+        schedule = WarmupCosineSchedule(min(warmup_steps, total_steps), total_steps)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": LambdaLR(optimizer, schedule), "interval": "step"},

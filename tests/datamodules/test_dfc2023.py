@@ -21,9 +21,10 @@ def test_sample_contract_and_instances(dfc2023_root: Path) -> None:
     assert sample["instance_masks"].dtype == torch.bool
     assert sample["labels"].tolist() == [0, 0]
     assert sample["boxes"].shape == (2, 4)
-    # First building: polygon x 4..16, y 6..16 -> pixels 4..15 x 6..15 (COCO rasterization).
-    x1, y1, x2, y2 = sample["boxes"][0].tolist()
-    assert (x1, y1) == (4, 6) and 14 <= x2 <= 16 and 14 <= y2 <= 16
+    # First building: polygon x 4..16, y 6..16 -> pixels 4..15 x 6..15 (COCO rasterization),
+    # a box with exclusive ends: the polygon's own corners.
+    assert sample["boxes"][0].tolist() == [4, 6, 16, 16]
+    assert sample["boxes"].dtype == torch.float32
     assert set(sample["mask"].unique().tolist()) == {0, 1}
     union = sample["instance_masks"].any(0)
     assert torch.equal(union, sample["mask"] == 1)
@@ -55,7 +56,6 @@ def test_sar_converted_to_clipped_decibels(dfc2023_root: Path) -> None:
 def test_augmented_instances_stay_consistent(dfc2023_root: Path) -> None:
     ds = DFC2023(dfc2023_root, image_size=None, augmentation=JointAugmentation((48, 48)))
     torch.manual_seed(0)
-    np.random.seed(0)
     for _ in range(10):
         sample = ds[2]
         assert sample["mask"].shape == (48, 48)
@@ -63,7 +63,22 @@ def test_augmented_instances_stay_consistent(dfc2023_root: Path) -> None:
         assert torch.equal(union.bool(), sample["mask"] == 1)
         for mask, box in zip(sample["instance_masks"], sample["boxes"], strict=True):
             ys, xs = torch.nonzero(mask, as_tuple=True)
-            assert box.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
+            assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_thin_instances_have_boxes_of_positive_size(dfc2023_root: Path) -> None:
+    # Tile 1's building becomes one pixel wide (x 30..31) and one pixel high (y 40..41).
+    _edit_coco(
+        dfc2023_root,
+        "train",
+        lambda c: c["annotations"][0].update(segmentation=[[30, 40, 31, 40, 31, 41, 30, 41]]),
+    )
+    sample = DFC2023(dfc2023_root, image_size=None)[1]
+    assert sample["instance_masks"][0].sum() == 1
+    assert sample["boxes"].tolist() == [[30, 40, 31, 41]]
+    boxes = torch.cat([DFC2023(dfc2023_root, image_size=None)[i]["boxes"] for i in range(3)])
+    assert (boxes[:, 2:] > boxes[:, :2]).all()  # what torchvision's detectors require
+    assert sample["labels"].tolist() == [0]  # class ids stay 0..K-1
 
 
 def _edit_coco(root: Path, split: str, edit) -> None:
@@ -122,7 +137,9 @@ def test_sar_nodata_is_ignored(dfc2023_root: Path) -> None:
     sar[0, 8, 8] = np.nan
     write_tif(path, sar, origin=(300200.0, 4000000.0), pixel=0.5)
     sample = DFC2023(dfc2023_root, image_size=None)[2]
-    assert sample["mask"][8, 8] == 255 and torch.isfinite(sample["sar"]).all()
+    assert not sample["valid"][1, 8, 8] and sample["valid"][1].sum() == 64 * 64 - 1
+    assert torch.isfinite(sample["sar"]).all()
+    assert sample["mask"][8, 8] == 1  # the label is known there: RGB and DSM still see it
 
 
 def test_datamodule_collates_instances(dfc2023_root: Path) -> None:

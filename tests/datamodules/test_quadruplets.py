@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ def test_sample_contract(quadruplets_root: Path) -> None:
     assert sample["s2"].shape == (4, 32, 32)
     assert sample["dem"].shape == (1, 32, 32)
     assert sample["dnw"].shape == (1, 32, 32) and sample["dnw"].dtype == torch.int64
-    assert int(sample["dnw"].max()) <= 8
+    assert int(sample["dnw"].max()) <= 8  # 9 would be no data
     assert sample["present"].tolist() == [True] * 4
     assert sample["mask"].dtype == torch.int64
     labels = set(sample["mask"].unique().tolist())
@@ -53,6 +54,9 @@ def test_absent_modalities_are_zero_and_flagged(quadruplets_root: Path) -> None:
     assert sample["present"].tolist() == [False, True, False, True]
     assert not sample["s1"].any() and not sample["dem"].any()
     assert sample["s2"].any()
+    # An absent Dynamic World map holds the no-data id 9, never class 0 ("water").
+    absent = Quadruplets(quadruplets_root, modality_sampling=["s1"])[1]["dnw"]
+    assert absent.dtype == torch.int64 and (absent == 9).all()
 
 
 def test_subset_of_modalities(quadruplets_root: Path) -> None:
@@ -143,11 +147,11 @@ def test_nodata_and_nan_are_filled_and_ignored(quadruplets_root: Path) -> None:
     _replace(quadruplets_root / "alpha/s2/alpha_00.tif", s2, nodata=0)
     sample = Quadruplets(quadruplets_root)[0]
     assert torch.isfinite(sample["s1"]).all()
-    assert sample["mask"][5, 5] == IGNORE_INDEX and sample["mask"][7, 9] == IGNORE_INDEX
+    assert not sample["valid"][0, 5, 5] and not sample["valid"][1, 7, 9]
     # Filled with the modality mean, which normalizes to zero.
     assert sample["s1"][:, 5, 5].abs().max() < 1e-5 and sample["s2"][:, 7, 9].abs().max() < 1e-5
-    # Tiles that are not touched keep their labels.
-    assert (sample["mask"] != IGNORE_INDEX).sum() > 32 * 32 - 10
+    # The labels keep every pixel: their ignore is the label's own no data only.
+    assert (sample["mask"] != IGNORE_INDEX).sum() == 32 * 32 - 3
 
 
 def test_modality_entirely_nodata_becomes_absent(quadruplets_root: Path) -> None:
@@ -170,7 +174,7 @@ def test_datamodule_batches_mixed_subsets(quadruplets_root: Path) -> None:
     for i in range(4):
         for m, name in enumerate(dm.modalities):
             if not batch["present"][i, m]:
-                assert not batch[name][i].any()
+                assert (batch[name][i] == (9 if name == "dnw" else 0)).all()
     val = next(iter(dm.val_dataloader()))
     assert val["present"].all() and val["s1"].shape[-1] == 32
     dm.set_eval_modalities(["dem"])
@@ -203,7 +207,9 @@ def test_valid_marks_nodata_per_modality(quadruplets_root: Path) -> None:
     assert not valid[3, 6, 1] and valid[0, 6, 1]
     assert not valid[2].any()  # the DEM is absent
     assert int((~valid[[0, 1, 3]]).sum()) == 2
-    assert sample["dnw"][0, 6, 1] == 0 and sample["mask"][6, 1] == IGNORE_INDEX
+    # Dynamic World no data gets its own id (9), not class 0 ("water"); the label is kept.
+    assert sample["dnw"][0, 6, 1] == 9 and sample["mask"][6, 1] != IGNORE_INDEX
+    assert int(sample["dnw"].max()) == 9 and int((sample["dnw"] == 9).sum()) == 1
 
 
 def test_s2_zero_is_nodata_without_a_tag(quadruplets_root: Path) -> None:
@@ -211,17 +217,56 @@ def test_s2_zero_is_nodata_without_a_tag(quadruplets_root: Path) -> None:
     s2[:, 4, 4] = 0
     _replace(quadruplets_root / "alpha/s2/alpha_00.tif", s2)  # written without nodata tag
     sample = Quadruplets(quadruplets_root)[0]
-    assert not sample["valid"][1, 4, 4] and sample["mask"][4, 4] == IGNORE_INDEX
+    assert not sample["valid"][1, 4, 4] and sample["mask"][4, 4] != IGNORE_INDEX
 
 
-def test_drawn_subset_without_data_falls_back(quadruplets_root: Path) -> None:
-    nan_dem = np.full((1, 32, 32), np.nan, np.float32)
-    _replace(quadruplets_root / "alpha/dem/alpha_00.tif", nan_dem)
-    sample = Quadruplets(quadruplets_root, modality_sampling=["dem"])[0]
-    assert sample["present"].tolist() == [True, True, False, True]
+def test_fixed_subset_is_never_swapped(quadruplets_root: Path) -> None:
+    _replace(quadruplets_root / "alpha/s2/alpha_00.tif", np.zeros((4, 32, 32), np.uint16))
+    label = Quadruplets(quadruplets_root)[0]["mask"]
+    only_s2 = Quadruplets(quadruplets_root, modality_sampling=["s2"])[0]
+    # No other sensor stands in for S2: the sample shows nothing and is flagged by `present`.
+    assert not only_s2["present"].any() and not only_s2["valid"].any()
+    assert not only_s2["s1"].any() and (only_s2["dnw"] == 9).all()
+    assert torch.equal(only_s2["mask"], label)
+    s1_s2 = Quadruplets(quadruplets_root, modality_sampling=["s1", "s2"])[0]
+    assert s1_s2["present"].tolist() == [True, False, False, False]
+    # A tile where no modality holds data: flagged under a fixed subset, refused by a random rule.
     _replace(quadruplets_root / "alpha/s1/alpha_00.tif", np.full((2, 32, 32), np.nan, np.float32))
+    assert not Quadruplets(quadruplets_root, modalities=["s1", "s2"])[0]["present"].any()
     with pytest.raises(ValueError, match="alpha/alpha_00.*every modality is no data"):
-        Quadruplets(quadruplets_root, modalities=["s1", "dem"])[0]
+        Quadruplets(quadruplets_root, modalities=["s1", "s2"], modality_sampling="uniform")[0]
+
+
+def test_training_draw_is_uniform_over_the_subsets_with_data(quadruplets_root: Path) -> None:
+    # S2 and the DEM are no data on this tile: 3 subsets of {s1, dnw} remain, each 1/3.
+    _replace(quadruplets_root / "alpha/s2/alpha_00.tif", np.zeros((4, 32, 32), np.uint16))
+    _replace(quadruplets_root / "alpha/dem/alpha_00.tif", np.full((1, 32, 32), np.nan, np.float32))
+    ds = Quadruplets(quadruplets_root, modality_sampling="uniform")
+    torch.manual_seed(0)
+    draws = 300
+    counts = Counter(tuple(ds[0]["present"].tolist()) for _ in range(draws))
+    assert set(counts) == {(True, False, False, False), (False, False, False, True),
+                           (True, False, False, True)}  # fmt: skip
+    expected = draws / 3
+    # Chi-square with 2 degrees of freedom: P(X > 13.8) = 0.001. Showing the tile's other
+    # modalities when a draw has no data would give {s1, dnw} 7/15 of the draws (chi2 ~ 36).
+    assert sum((c - expected) ** 2 / expected for c in counts.values()) < 13.8
+
+
+def test_mask_ignores_only_the_labels_own_nodata(quadruplets_root: Path) -> None:
+    s2 = rasterio.open(quadruplets_root / "alpha/s2/alpha_00.tif").read()
+    s2[:, :, :16] = 0  # S2 is cloud / no data on the left half; S1 holds data there
+    _replace(quadruplets_root / "alpha/s2/alpha_00.tif", s2)
+    masks = {}
+    for subset in (["s1", "s2", "dem", "dnw"], ["s1", "s2"], ["s1", "dem"], ["dem"]):
+        sample = Quadruplets(quadruplets_root, modality_sampling=subset)[0]
+        masks[tuple(subset)] = sample["mask"]
+        if "s2" in subset:  # the gap travels in valid
+            assert not sample["valid"][1, :, :16].any() and sample["valid"][1, :, 16:].all()
+    with rasterio.open(quadruplets_root / "alpha/label/alpha_00.tif") as src:
+        label = torch.from_numpy(urban_atlas_to_classes(src.read(1)).astype(np.int64))
+    for mask in masks.values():  # every subset is scored on the same pixels
+        assert torch.equal(mask, label)
 
 
 def test_nodata_moves_with_the_augmentation(quadruplets_root: Path) -> None:
@@ -230,7 +275,11 @@ def test_nodata_moves_with_the_augmentation(quadruplets_root: Path) -> None:
     s1 = rasterio.open(quadruplets_root / "alpha/s1/alpha_00.tif").read()
     s1[:, 12:20, 12:20] = np.nan  # central: every crop keeps part of it
     _replace(quadruplets_root / "alpha/s1/alpha_00.tif", s1)
-    augmentation = JointAugmentation((24, 24), categorical=["dnw"])
+    codes = rasterio.open(quadruplets_root / "alpha/label/alpha_00.tif").read()
+    codes[:] = 11100
+    codes[:, 12:20, 12:20] = 0  # the label is unknown on the same square: a marker that moves
+    _replace(quadruplets_root / "alpha/label/alpha_00.tif", codes)
+    augmentation = JointAugmentation((24, 24))
     ds = Quadruplets(quadruplets_root, modalities=["s1", "dnw"], augmentation=augmentation)
     for _ in range(5):
         sample = ds[0]
@@ -240,3 +289,47 @@ def test_nodata_moves_with_the_augmentation(quadruplets_root: Path) -> None:
         # Filled pixels stay at the mean (0) inside the region; bilinear resampling blends them
         # with their data neighbours at its edge.
         assert float(sample["s1"][:, invalid].abs().median()) < 1e-5
+
+
+def test_class_maps_are_never_blended(quadruplets_root: Path) -> None:
+    from datamodules.augmentation import JointAugmentation
+
+    # A 0/8 stripe map: bilinear resampling would invent the classes in between.
+    stripes = np.tile(np.array([0, 8], dtype=np.uint8), (1, 32, 16))
+    _replace(quadruplets_root / "alpha/dnw/alpha_00.tif", stripes)
+    ds = Quadruplets(quadruplets_root, augmentation=JointAugmentation((20, 20)))
+    for _ in range(5):
+        assert set(ds[0]["dnw"].unique().tolist()) <= {0, 8}
+
+
+def test_loading_without_workers_draws_from_the_datamodule_generator(
+    quadruplets_root: Path,
+) -> None:
+    dm = QuadrupletsDataModule(root=str(quadruplets_root), batch_size=4, crop_size=16)
+    dm.setup("fit")
+    batches = []
+    for global_seed in (1, 2):
+        dm.train_generator.manual_seed(11)
+        torch.manual_seed(global_seed)
+        state = torch.get_rng_state()
+        batches.append(next(iter(dm.train_dataloader())))
+        assert torch.equal(state, torch.get_rng_state())  # the global generator is untouched
+    first, second = batches
+    assert first["name"] == second["name"] and torch.equal(first["present"], second["present"])
+    assert torch.equal(first["s1"], second["s1"]) and torch.equal(first["mask"], second["mask"])
+
+
+def test_region_in_two_splits_is_refused(quadruplets_root: Path) -> None:
+    splits = {"train": ["alpha", "beta"], "val": ["gamma", "alpha"], "test": ["delta"]}
+    (quadruplets_root / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(ValueError, match="region 'alpha' is in both split 'train' and split 'val'"):
+        Quadruplets(quadruplets_root, split="test")
+
+
+def test_datamodule_refuses_splits_sharing_tiles(quadruplets_root: Path) -> None:
+    (quadruplets_root / "splits.json").unlink()
+    (quadruplets_root / "alpha").rename(quadruplets_root / "train")
+    (quadruplets_root / "val").symlink_to(quadruplets_root / "train")  # the same tiles twice
+    dm = QuadrupletsDataModule(root=str(quadruplets_root))
+    with pytest.raises(ValueError, match="Splits 'train' and 'val' overlap: tile 'train/alpha_00'"):
+        dm.setup("fit")

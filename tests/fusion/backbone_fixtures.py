@@ -8,10 +8,13 @@ MODALITIES = {"s1": 2, "s2": 4, "dem": 1, "dnw": ("categorical", 9)}
 CHANNELS = {"s1": 2, "s2": 4, "dem": 1}
 
 
+TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+"""Sizes of the tiny test backbone: 32 x 32 images, 8-pixel patches (a 4 x 4 grid), width 32."""
+
+
 def tiny_model(**kwargs) -> MaskedFusionViT:
-    """4 modalities, 32 x 32 images, 8-pixel patches (a 4 x 4 grid), width 32, 2 blocks."""
-    settings = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-    model = MaskedFusionViT(MODALITIES, **{**settings, **kwargs})
+    """The tiny backbone over the 4 modalities, 2 blocks, in eval mode (``kwargs`` override)."""
+    model = MaskedFusionViT(MODALITIES, **{**TINY, **kwargs})
     return model.eval()
 
 

@@ -3,7 +3,14 @@ import torch
 from torch.testing import assert_close
 
 from fusion import FusionOutput, MaskedFusionViT, ModalitySpec
-from tests.fusion.backbone_fixtures import MODALITIES, make_inputs, random_visible, tiny_model
+from fusion.layers.modality_attention import ModalityAttention
+from tests.fusion.backbone_fixtures import (
+    MODALITIES,
+    TINY,
+    make_inputs,
+    random_visible,
+    tiny_model,
+)
 
 NAMES = tuple(MODALITIES)
 
@@ -69,6 +76,44 @@ def test_modality_tokens_are_isolated(packed: bool) -> None:
         )
 
 
+# The paper's Tables I-IV: (self-attention, modality attention) of each backbone.
+PAPER_VARIANTS = {
+    "proposed": ("masked", True),
+    "multivit": ("full", False),
+    "no_masked_attention": ("full", True),
+    "no_modality_attention": ("masked", False),
+}
+
+
+@pytest.mark.parametrize("variant", PAPER_VARIANTS)
+def test_variants_set_the_paper_switches(variant: str) -> None:
+    attention, modality_attention = PAPER_VARIANTS[variant]
+    for model in (
+        MaskedFusionViT.from_variant(MODALITIES, variant, **TINY),
+        MaskedFusionViT.tiny(MODALITIES, variant=variant, img_size=32, patch_size=8, depth=1),
+    ):
+        assert model.variant == variant
+        assert {block.attn.attention for block in model.blocks} == {attention}
+        has_modality_attention = any(isinstance(m, ModalityAttention) for m in model.modules())
+        assert has_modality_attention == modality_attention
+        assert (model.mask_token is not None) == modality_attention
+
+
+def test_multivit_is_full_attention_without_modality_attention() -> None:
+    model = MaskedFusionViT.tiny(MODALITIES, variant="multivit", img_size=32, patch_size=8)
+    assert model.modality_attention is None and model.attention == "full"
+    assert not any("modality_attention" in name for name, _ in model.named_parameters())
+    assert tiny_model().variant == "proposed"
+    assert tiny_model(attention="full").variant == "no_masked_attention"
+
+
+def test_variant_and_switches_do_not_mix() -> None:
+    with pytest.raises(ValueError, match="either the variant or the switches"):
+        MaskedFusionViT.from_variant(MODALITIES, "multivit", attention="masked", **TINY)
+    with pytest.raises(ValueError, match="unknown backbone variant 'mvit'"):
+        MaskedFusionViT.tiny(MODALITIES, variant="mvit")
+
+
 def test_full_attention_mixes_modalities() -> None:
     model = tiny_model(attention="full")
     inputs = make_inputs()
@@ -132,6 +177,46 @@ def test_hidden_tokens_are_zero_and_ignored() -> None:
     assert_same_outputs(out, model(changed, visible=visible), NAMES)
 
 
+def hidden_pixels(visible: torch.Tensor, channels: int) -> torch.Tensor:
+    """[B, 16] token visibility of the 4 x 4 grid -> [B, C, 32, 32] True under hidden tokens."""
+    batch = visible.shape[0]
+    pixels = (~visible).view(batch, 1, 4, 1, 4, 1).expand(batch, channels, 4, 8, 4, 8)
+    return pixels.reshape(batch, channels, 32, 32)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("layout", ["grid, absent only", "grid", "packed"])
+def test_non_finite_values_under_absent_and_hidden_tokens_do_not_leak(
+    layout: str, bad: float
+) -> None:
+    model = tiny_model(drop_path_rate=0.0).train()
+    inputs = make_inputs()
+    present = {"s2": torch.tensor([True, False, True])}
+    visible = None if layout == "grid, absent only" else random_visible()
+    pack = layout == "packed"
+
+    def filled(value: float) -> dict:
+        changed = dict(inputs)
+        changed["s2"] = inputs["s2"].clone()
+        changed["s2"][1] = value  # no data over the whole absent raster
+        if visible is not None:
+            for name in ("s1", "dem"):  # and under the hidden tokens of others
+                changed[name] = torch.where(
+                    hidden_pixels(visible[name], inputs[name].shape[1]), value, inputs[name]
+                )
+        return changed
+
+    reference = model(filled(0.0), present=present, visible=visible, pack=pack)
+    out = model(filled(bad), present=present, visible=visible, pack=pack)
+    for result in (out.fusion, *out.modality_tokens.values(), *out.modality_vectors.values()):
+        assert torch.isfinite(result).all()
+    assert_same_outputs(out, reference, NAMES)
+    loss = out.fusion.square().mean() + sum(v.square().sum() for v in out.modality_vectors.values())
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is None or torch.isfinite(parameter.grad).all(), name
+
+
 def test_no_nans_without_any_visible_token() -> None:
     model = tiny_model()
     inputs = make_inputs()
@@ -177,14 +262,14 @@ def trained_parameters(model: MaskedFusionViT, inputs, **kwargs) -> dict[str, to
     return {name: p.grad for name, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("attention", ["masked", "full"])
+@pytest.mark.parametrize("variant", PAPER_VARIANTS)
 @pytest.mark.parametrize("with_visible", [False, True])
-def test_every_parameter_learns(attention: str, with_visible: bool) -> None:
-    model = tiny_model(attention=attention, drop_path_rate=0.1)
+def test_every_parameter_learns(variant: str, with_visible: bool) -> None:
+    model = MaskedFusionViT.from_variant(MODALITIES, variant, drop_path_rate=0.1, **TINY)
     visible = random_visible() if with_visible else None
     grads = trained_parameters(model, make_inputs(), visible=visible)
     # The mask token stands in for hidden tokens only: with everything visible it is unused.
-    expected_unused = set() if with_visible else {"mask_token"}
+    expected_unused = set() if with_visible or model.mask_token is None else {"mask_token"}
     for name, grad in grads.items():
         if name in expected_unused:
             assert grad is None

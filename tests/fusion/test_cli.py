@@ -2,12 +2,15 @@
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import lightning as L
 import pytest
 
+from fusion.budget import TimeBudget
 from fusion.cli import main
+from fusion.hardware import Hardware
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,3 +138,53 @@ def test_resume_reproduces_the_next_steps(
     assert sorted(straight) == [0, 1, 2, 3] and sorted(resumed) == [2, 3]
     for step in (2, 3):
         assert resumed[step] == straight[step], (step, resumed, straight)
+
+
+@pytest.mark.parametrize(
+    ("machine", "extra", "expected"),
+    [
+        (dict(cpu_capability="AVX2"), (), "32-true"),
+        (dict(cpu_capability="AVX512", amx=True, avx512_bf16=True), (), "bf16-mixed"),
+        (dict(cpu_capability="AVX512", avx512_bf16=True), (), "bf16-mixed"),
+        # an explicit precision wins over the hardware
+        (dict(cpu_capability="AVX512", amx=True), ("--trainer.precision", "32-true"), "32-true"),
+    ],
+)
+def test_precision_is_chosen_from_the_hardware(
+    quadruplets_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    machine: dict,
+    extra: tuple,
+    expected: str,
+) -> None:
+    flags = {**dict(cuda=False, cuda_bf16=False, amx=False, avx512_bf16=False), **machine}
+    monkeypatch.setattr("fusion.hardware.detect_hardware", lambda: Hardware(**flags))
+    with caplog.at_level(logging.INFO):
+        cli = main(cli_args(quadruplets_root, tmp_path, "--trainer.fast_dev_run", "1", *extra))
+    assert cli.trainer.precision == expected
+    assert cli.trainer.accelerator.__class__.__name__ == "CPUAccelerator"
+    said = "set in the config" if extra else "chosen from the hardware"
+    assert f"Precision: {expected}" in caplog.text and said in caplog.text
+
+
+def test_time_budget_plans_the_epochs(
+    quadruplets_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = (
+        "--time_budget",
+        "0.1",
+        "--trainer.max_epochs",
+        "500",
+        "--trainer.limit_val_batches",
+        "1",
+    )
+    with caplog.at_level(logging.INFO):
+        cli = main(cli_args(quadruplets_root, tmp_path, *args))
+    budget = next(c for c in cli.trainer.callbacks if isinstance(c, TimeBudget))
+    assert "TimeBudget plan: precision" in caplog.text
+    assert 1 <= budget.planned_epochs < 500
+    assert cli.trainer.current_epoch <= budget.planned_epochs
+    schedule = cli.trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    assert schedule.total_steps == budget.planned_epochs * cli.trainer.num_training_batches

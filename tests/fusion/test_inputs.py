@@ -43,12 +43,19 @@ def test_sizes_differ_between_modalities(model) -> None:
         model(inputs)
 
 
-@pytest.mark.parametrize("bad_id", [-1, 9])
+@pytest.mark.parametrize("bad_id", [-1, 10])
 def test_categorical_ids_out_of_range(model, bad_id: int) -> None:
     class_map = torch.zeros(3, 32, 32, dtype=torch.long)
     class_map[0, 0, 0] = bad_id
-    with pytest.raises(ValueError, match=r"'dnw' has 9 classes, but its ids span"):
+    message = r"'dnw' has 9 classes \(ids 0..8, and 9 for no data\), but its ids span"
+    with pytest.raises(ValueError, match=message):
         model({"dnw": class_map})
+
+
+def test_categorical_nodata_id_is_accepted(model) -> None:
+    class_map = torch.randint(0, 9, (3, 32, 32))
+    class_map[:, :8, :8] = 9  # no data, not class 0
+    assert torch.isfinite(model({"dnw": class_map}).fusion).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bool])

@@ -64,3 +64,26 @@ def test_fraction_must_be_positive() -> None:
         sample_visible_tokens(torch.ones(1, 2, dtype=torch.bool), 4, visible_fraction=0.0)
     with pytest.raises(ValueError, match="do not fit"):
         split_token_count(9, torch.tensor([1.0, 1.0]), capacity=4)
+
+
+def test_only_tokens_with_data_are_visible() -> None:
+    torch.manual_seed(5)
+    present = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool).repeat(100, 1)
+    available = torch.rand(200, 3, 16) < 0.6
+    available[:, 2, :] = False  # a present modality without any token of data
+    available[::2, 2, :5] = True
+    visible = sample_visible_tokens(present, 16, visible_fraction=0.5, available=available)
+    assert not (visible & ~available).any() and not visible[~present].any()
+    usable = available & present[..., None]
+    expected = (usable.sum((1, 2)) * 0.5).round().long()
+    assert torch.equal(visible.sum((1, 2)), expected)
+    # Everything available is shown at fraction 1.
+    full = sample_visible_tokens(present, 16, visible_fraction=1.0, available=available)
+    assert torch.equal(full, usable)
+
+
+def test_per_modality_capacity() -> None:
+    counts = split_token_count(7, torch.tensor([1.0, 1.0, 1.0]), torch.tensor([1, 0, 8]))
+    assert counts.tolist() == [1, 0, 6]
+    with pytest.raises(ValueError, match="do not fit"):
+        split_token_count(10, torch.tensor([1.0, 1.0]), torch.tensor([4, 5]))

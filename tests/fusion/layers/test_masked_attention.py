@@ -24,8 +24,9 @@ def reference_attention(attn: MaskedAttention, fusion, modality, visible, full: 
     return out[:, :L], out[:, L:].view(B, M, L, D)
 
 
+@pytest.mark.parametrize("granularity", [1, 32], ids=["group per length", "one group"])
 @pytest.mark.parametrize("attention", ["masked", "full"])
-def test_matches_eq3_on_both_layouts(attention: str) -> None:
+def test_matches_eq3_on_both_layouts(attention: str, granularity: int) -> None:
     attn = MaskedAttention(D, HEADS, attention=attention)
     fusion, modality = torch.randn(B, L, D), torch.randn(B, M, L, D)
     visible = torch.rand(B, M, L) < 0.6
@@ -37,22 +38,29 @@ def test_matches_eq3_on_both_layouts(attention: str) -> None:
     out_fusion, out_modality = attn(fusion, modality, grid)
     torch.testing.assert_close(out_fusion, ref_fusion)
     torch.testing.assert_close(out_modality[visible], ref_modality[visible])
-    packed = PackedLayout(visible)
+    packed = PackedLayout(visible, granularity)
     out_fusion, out_packed = attn(fusion, packed.arrange(modality), packed)
     torch.testing.assert_close(out_fusion, ref_fusion)
     out_modality = packed.scatter(out_packed, fill=torch.zeros(()))
     torch.testing.assert_close(out_modality[visible], ref_modality[visible])
 
 
-def test_block_keeps_shapes_and_drops_whole_samples() -> None:
-    block = MaskedBlock(D, HEADS, drop_path=0.99).train()
-    fusion, modality = torch.randn(B, L, D), torch.randn(B, M, L, D)
-    layout = GridLayout(None, B, M, L, torch.device("cpu"))
-    torch.manual_seed(1)
-    out_fusion, out_modality = block(fusion, modality, layout)
-    assert out_fusion.shape == fusion.shape and out_modality.shape == modality.shape
-    dropped = (out_fusion == fusion).flatten(1).all(1)
-    assert torch.equal(dropped, (out_modality == modality).flatten(1).all(1))
+def test_block_drops_whole_samples_in_both_streams() -> None:
+    """Stochastic depth: one draw per sample scales its fusion and modality branches alike."""
+    batch = 32
+    block = MaskedBlock(D, HEADS, drop_path=0.5).train()
+    torch.nn.init.zeros_(block.mlp.fc2.weight)  # leave the attention branch alone
+    torch.nn.init.zeros_(block.mlp.fc2.bias)
+    fusion, modality = torch.randn(batch, L, D), torch.randn(batch, M, L, D)
+    layout = GridLayout(None, batch, M, L, torch.device("cpu"))
+    with torch.no_grad():
+        branch_f, branch_m = block.attn(block.norm1(fusion), block.norm1(modality), layout)
+        out_fusion, out_modality = block(fusion, modality, layout)
+    # Per sample, the scale that the fusion branch got: 0 (dropped) or 1 / (1 - 0.5).
+    scale = ((out_fusion - fusion) * branch_f).sum((1, 2)) / branch_f.square().sum((1, 2))
+    assert set(scale.round(decimals=4).tolist()) == {0.0, 2.0}
+    torch.testing.assert_close(out_fusion, fusion + scale[:, None, None] * branch_f)
+    torch.testing.assert_close(out_modality, modality + scale[:, None, None, None] * branch_m)
 
 
 def test_explicit_attention_path_matches_sdpa() -> None:

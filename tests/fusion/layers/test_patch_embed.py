@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from fusion.layers.patch_embed import CategoricalPatchEmbed, PatchEmbed, build_patch_embed
@@ -11,6 +12,25 @@ def test_categorical_equals_embedding_then_projection() -> None:
     expected = embed.proj(rasters).flatten(2).transpose(1, 2)
     torch.testing.assert_close(embed(ids), expected)
     assert embed(ids).shape == (2, 6, 12)
+
+
+def test_nodata_id_embeds_to_zero() -> None:
+    embed = CategoricalPatchEmbed("dnw", num_classes=5, embed_dim=12, patch_size=4, class_dim=6)
+    ids = torch.randint(0, 5, (2, 8, 8))
+    ids[:, :4, :4] = 5  # patch 0: no data only
+    ids[:, 4:, 4:6] = 5  # patch 3: half no data
+    tokens = embed(ids)
+    # A patch of no data alone is the bias: it is not class 0, nor any class.
+    torch.testing.assert_close(tokens[:, 0], embed.proj.bias.expand(2, -1))
+    zero_class = embed(torch.zeros(2, 4, 4, dtype=torch.long))[:, 0]
+    assert not torch.allclose(tokens[:, 0], zero_class)
+    # A partly covered patch gets only its known pixels' contributions.
+    embedded = embed.class_embed(ids.clamp(max=4)).permute(0, 3, 1, 2)
+    embedded = embedded * (ids < 5)[:, None]
+    expected = embed.proj(embedded).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(tokens, expected)
+    with pytest.raises(ValueError, match=r"5 classes \(ids 0..4, and 5 for no data\)"):
+        embed(torch.full((1, 4, 4), 6))
 
 
 def test_continuous_tokens_are_row_major() -> None:

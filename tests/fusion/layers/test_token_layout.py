@@ -1,6 +1,6 @@
 import torch
 
-from fusion.layers.token_layout import GridLayout, PackedLayout
+from fusion.layers.token_layout import GridLayout, PackedLayout, packed_segments
 
 
 def test_packed_layout_keeps_grid_order_and_round_trips() -> None:
@@ -18,19 +18,43 @@ def test_packed_layout_keeps_grid_order_and_round_trips() -> None:
     packed = layout.arrange(grid)
     assert packed.shape == (2, 1, 3, 1)
     assert packed[0, 0, :, 0].tolist() == [0.0, 2.0, 4.0]
+    assert packed[1, 0, :, 0].tolist() == [9.0, 0.0, 0.0]  # padded with zeros
+    no_data = torch.where(visible[..., None], grid, float("nan"))
+    torch.testing.assert_close(layout.arrange(no_data), packed)
     back = layout.scatter(packed, fill=torch.tensor([-1.0]))
     torch.testing.assert_close(back, torch.where(visible[..., None], grid, -1.0))
 
 
-def test_packed_masks() -> None:
+def test_packed_masks_and_segments() -> None:
     visible = torch.tensor([[[True, True], [True, False]], [[False, False], [True, False]]])
-    layout = PackedLayout(visible)
-    mask = layout.modality_mask[:, 0]  # [B, T, T]
-    assert mask[0].tolist() == [[True, True, False], [True, True, False], [False, False, True]]
-    # Padding rows of sample 1 attend only to themselves.
-    assert mask[1].tolist() == [[True, False, False], [False, True, False], [False, False, True]]
+    layout = PackedLayout(visible)  # segments of 2 and 1 tokens, then 1; T = 3
+    assert layout.modality_mask is None
     keys = layout.key_mask[:, 0, 0]  # fusion (2) then packed (3)
     assert keys.tolist() == [[True] * 5, [True, True, True, False, False]]
+    # One group: lengths 2, 1, 1 round up to the same multiple of 32.
+    segments = layout.segments
+    assert [(g.count, g.length) for g in segments.groups] == [(3, 2)]
+    assert segments.rows.tolist() == [0, 1, 2, 2, 3, 3]  # padding repeats the last token
+    assert segments.groups[0].key_mask[:, 0, 0].tolist() == [[True, True], [True, False]] + [
+        [True, False]
+    ]
+    assert segments.inverse.tolist() == [0, 1, 2, 4, 6, 6]  # padding rows -> the extra slot
+    # Granularity 1: one group per length, shortest first, no padding.
+    segments = PackedLayout(visible, granularity=1).segments
+    assert [(g.count, g.length, g.key_mask) for g in segments.groups] == [
+        (2, 1, None),
+        (1, 2, None),
+    ]
+    assert segments.rows.tolist() == [2, 3, 0, 1]
+    assert segments.inverse.tolist() == [2, 3, 0, 1, 4, 4]
+
+
+def test_segments_of_empty_and_full_runs() -> None:
+    counts = torch.tensor([[0, 3], [3, 0]])
+    segments = packed_segments(counts, sequence_length=3, granularity=4)
+    assert [(g.count, g.length, g.key_mask) for g in segments.groups] == [(2, 3, None)]
+    assert segments.rows.tolist() == [0, 1, 2, 3, 4, 5]
+    assert segments.inverse.tolist() == [0, 1, 2, 3, 4, 5]
 
 
 def test_grid_masks_only_when_needed() -> None:

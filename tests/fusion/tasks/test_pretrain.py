@@ -41,6 +41,15 @@ def test_default_losses_follow_eq4() -> None:
         tiny_task(reconstruction_losses={"rgb": "l1"})
 
 
+def test_backbone_variant_names_the_paper_baselines() -> None:
+    assert tiny_task().backbone.variant == "proposed"
+    multivit = tiny_task(variant="multivit")
+    assert multivit.hparams.variant == "multivit"
+    assert multivit.backbone.attention == "full" and multivit.backbone.modality_attention is None
+    with pytest.raises(ValueError, match="unknown backbone variant"):
+        tiny_task(variant="full")
+
+
 def test_step_logs_every_term_and_backpropagates() -> None:
     task = tiny_task()
     logged = {}

@@ -1,0 +1,262 @@
+import logging
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.datamodule import collate_samples
+from fusion.heads import InstancePrediction
+from fusion.tasks import PretrainTask, SegmentationTask
+from fusion.tasks.segmentation import patch_dropout_visibility
+
+REPO = Path(__file__).resolve().parents[3]
+MODALITIES = {"s1": 2, "s2": 4, "dem": 1, "dnw": ("categorical", 9)}
+BACKBONE = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2)
+HEAD = dict(
+    hidden_dim=32,
+    decoder_heads=4,
+    encoder_feedforward_dim=64,
+    decoder_feedforward_dim=64,
+    train_num_points=256,
+)
+
+
+def tiny_task(task: str = "semantic", **kwargs) -> SegmentationTask:
+    settings = dict(num_classes=7 if task == "semantic" else 1, num_queries=6, task=task)
+    return SegmentationTask(MODALITIES, **{**settings, **BACKBONE, **HEAD, **kwargs})
+
+
+def sample(index: int, instances: bool = False) -> dict:
+    """One sample of the contract: blocky classes, an ignored corner, some modalities absent."""
+    generator = torch.Generator().manual_seed(index)
+    blocks = torch.randint(0, 7, (4, 4), generator=generator)
+    mask = blocks.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    mask[:6, :6] = 255
+    present = torch.tensor(
+        [[1, 1, 1, 1], [1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 0, 1]][index % 4]
+    ).bool()
+    item = {
+        "s1": torch.randn(2, 32, 32, generator=generator) + mask.clamp(max=6) / 3,
+        "s2": torch.randn(4, 32, 32, generator=generator) + mask.clamp(max=6) / 3,
+        "dem": torch.randn(1, 32, 32, generator=generator),
+        "dnw": blocks.repeat_interleave(8, 0).repeat_interleave(8, 1)[None],
+        "present": present,
+        "valid": present[:, None, None].expand(4, 32, 32).clone(),
+        "mask": mask,
+        "name": f"tile{index}",
+    }
+    if instances:
+        buildings = torch.zeros(index % 3 + 1, 32, 32, dtype=torch.bool)
+        for n, building in enumerate(buildings):
+            building[4 + 9 * n : 10 + 9 * n, 8:20] = True
+        item["mask"] = torch.where(mask == 255, 255, buildings.any(0).long())
+        item["instance_masks"] = buildings
+        item["labels"] = torch.zeros(len(buildings), dtype=torch.long)
+        item["boxes"] = torch.zeros(len(buildings), 4)
+    return item
+
+
+def batch(size: int = 4, instances: bool = False) -> dict:
+    return collate_samples([sample(i, instances) for i in range(size)])
+
+
+def capture_logs(task: SegmentationTask) -> dict:
+    logged = {}
+    task.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    return logged
+
+
+def test_patch_dropout_keeps_a_fixed_share_of_each_modality() -> None:
+    present = {"s1": torch.tensor([True, False]), "s2": torch.tensor([True, True])}
+    visible = patch_dropout_visibility(present, 16, 0.25)
+    assert set(visible) == {"s1", "s2"}
+    for flags in visible.values():
+        assert flags.shape == (2, 16) and flags.dtype == torch.bool
+        assert flags.sum(1).tolist() == [12, 12]
+    assert not torch.equal(visible["s1"], visible["s2"])
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        patch_dropout_visibility(present, 16, 1.0)
+
+
+def test_training_step_hides_tokens_and_packs(monkeypatch) -> None:
+    task = tiny_task(patch_dropout=0.5)
+    logged = capture_logs(task)
+    seen = {}
+    original = task.backbone.forward_intermediates
+
+    def spy(inputs, present=None, visible=None, pack=None):
+        seen.update(inputs=set(inputs), visible=visible, pack=pack)
+        return original(inputs, present, visible, pack)
+
+    monkeypatch.setattr(task.backbone, "forward_intermediates", spy)
+    data = batch()
+    data["present"][:, 2] = False  # no DEM in the whole batch: left out
+    loss = task.training_step(data, 0)
+    loss.backward()
+    assert torch.isfinite(loss) and {"train/loss", "train/loss_class", "train/loss_dice"} <= set(
+        logged
+    )
+    assert seen["inputs"] == {"s1", "s2", "dnw"} and seen["pack"] is True
+    for name, flags in seen["visible"].items():  # half of the 16 tokens of present modalities
+        present = data["present"][:, list(MODALITIES).index(name)]
+        assert flags[present].sum(1).eq(8).all() and not flags[~present].any()
+    for module in (task.pyramid, task.head):
+        assert all(p.grad is not None for p in module.parameters())
+    task.eval()
+    data = batch()
+    with torch.no_grad():
+        task.validation_step(data, 0)
+    assert seen["visible"] is None and seen["pack"] is True  # samples lack modalities
+    data["valid"][0, 0, :8, :16] = False  # no s1 data in the first two patches of sample 0
+    with torch.no_grad():
+        task.validation_step(data, 0)
+    hidden = ~seen["visible"]["s1"]
+    assert hidden[0, :2].all() and hidden.sum() == 2 + 4 * 16 // 4  # + sample 2 lacks s1
+
+
+def test_losses_fall_over_a_few_steps() -> None:
+    torch.manual_seed(0)
+    task = tiny_task()
+    capture_logs(task)
+    data = batch()
+    optimizer = torch.optim.AdamW(task.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss = task.training_step(data, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-3:]) < 0.9 * sum(losses[:3]), losses
+
+
+def test_semantic_metrics_and_prediction() -> None:
+    task = tiny_task().eval()
+    logged = capture_logs(task)
+    with torch.no_grad():
+        task.validation_step(batch(), 0)
+        task.on_validation_epoch_end()
+        output = task.predict_step(batch(2), 0)
+    assert {"val/loss", "val/miou", *(f"val/iou_{k}" for k in range(7))} <= set(logged)
+    assert 0 <= float(logged["val/miou"]) <= 1
+    assert output["name"] == ["tile0", "tile1"]
+    assert output["semantic"].shape == (2, 32, 32) and output["semantic"].dtype == torch.int64
+
+
+def test_instance_metrics_and_prediction() -> None:
+    task = tiny_task("instance", top_k=5).eval()
+    logged = capture_logs(task)
+    with torch.no_grad():
+        task.validation_step(batch(instances=True), 0)
+        task.on_validation_epoch_end()
+        output = task.predict_step(batch(2, instances=True), 0)
+    assert {"val/loss", "val/ap50", "val/ap"} <= set(logged)
+    assert 0 <= float(logged["val/ap50"]) <= 1
+    instances = output["instances"]
+    assert len(instances) == 2 and isinstance(instances[0], InstancePrediction)
+    assert instances[0].masks.shape == (5, 32, 32) and instances[0].masks.dtype == torch.bool
+
+
+def test_unknown_class_ids_are_refused() -> None:
+    task = tiny_task(num_classes=3)
+    capture_logs(task)
+    with pytest.raises(ValueError, match="outside 0..2"):
+        task.training_step(batch(), 0)
+
+
+def save_pretraining_checkpoint(path, modalities=MODALITIES) -> PretrainTask:
+    pretrained = PretrainTask(modalities, decoder_dim=32, decoder_heads=2, **BACKBONE)
+    torch.save(
+        {"state_dict": pretrained.state_dict(), "hyper_parameters": dict(pretrained.hparams)}, path
+    )
+    return pretrained
+
+
+def test_pretrained_backbone_is_loaded_alone_with_a_smaller_lr(tmp_path, caplog) -> None:
+    path = tmp_path / "pretrain.ckpt"
+    pretrained = save_pretraining_checkpoint(path)
+    task = tiny_task(pretrained=str(path))
+    head_before = {k: v.clone() for k, v in task.head.state_dict().items()}
+    task.setup("fit")
+    for key, value in pretrained.backbone.state_dict().items():
+        assert torch.equal(task.backbone.state_dict()[key], value), key
+    assert all(torch.equal(v, head_before[k]) for k, v in task.head.state_dict().items())
+    backbone = {id(p) for p in task.backbone.parameters()}
+    groups = task.parameter_groups()
+    for group in groups:
+        in_backbone = {id(p) in backbone for p in group["params"]}
+        assert len(in_backbone) == 1
+        assert group["lr"] == pytest.approx(1e-5 if in_backbone.pop() else 1e-4)
+    assert sum(len(g["params"]) for g in groups) == len(list(task.parameters()))
+    assert {g["lr"] for g in tiny_task().parameter_groups()} == {1e-4}  # from scratch
+
+    ablation = tiny_task(pretrained=str(path), variant="no_modality_attention")
+    with caplog.at_level(logging.WARNING):
+        missing, unexpected = ablation.load_pretrained_backbone(path)
+    assert missing == [] and "modality_attention.0.q.weight" in unexpected
+    assert "unexpected (ignored)" in caplog.text and unexpected[0] in caplog.text
+
+
+def test_pretrained_checkpoint_with_other_modalities_is_refused(tmp_path) -> None:
+    path = tmp_path / "pretrain.ckpt"
+    save_pretraining_checkpoint(path, {"s1": 2, "s2": 4})
+    task = tiny_task(pretrained=str(path))
+    with pytest.raises(ValueError) as error:
+        task.setup("fit")
+    message = str(error.value)
+    assert "s1 (2), s2 (4)]" in message and "dnw (categorical, 9)" in message
+
+
+class Samples(torch.utils.data.Dataset):
+    def __init__(self, count: int, instances: bool) -> None:
+        self.count, self.instances = count, instances
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict:
+        return sample(index, self.instances)
+
+
+@pytest.mark.parametrize("task_kind", ["semantic", "instance"])
+def test_fits_and_validates_with_a_trainer(task_kind: str, tmp_path) -> None:
+    task = tiny_task(task_kind)
+    loader = DataLoader(
+        Samples(4, task_kind == "instance"), batch_size=2, collate_fn=collate_samples
+    )
+    trainer = L.Trainer(
+        max_steps=3,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        gradient_clip_val=0.1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(task, loader, loader)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.lr_lambdas[0].total_steps == 3 and trainer.global_step == 3
+    metric = "val/miou" if task_kind == "semantic" else "val/ap50"
+    assert metric in trainer.callback_metrics
+
+
+def test_tiles_without_data_in_the_subset_are_excluded_and_counted() -> None:
+    task = tiny_task().eval()
+    logged = capture_logs(task)
+    full = batch()
+    empty = batch()
+    empty["present"][:2] = False  # two tiles hold no data in the evaluated subset
+    with torch.no_grad():
+        task.evaluation_step(empty, "test")
+    assert logged["test/excluded_tiles"] == 2.0
+    only_kept = task.metrics["test"]["miou"].compute()
+    task.metrics["test"]["miou"].reset()
+    kept = {k: v[2:] if not isinstance(v, list) else v[2:] for k, v in full.items()}
+    with torch.no_grad():
+        task.evaluation_step(kept, "test")
+    assert logged["test/excluded_tiles"] == 0.0
+    torch.testing.assert_close(task.metrics["test"]["miou"].compute(), only_kept)

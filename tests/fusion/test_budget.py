@@ -1,0 +1,56 @@
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from fusion.budget import TimeBudget
+from fusion.optim import WarmupCosineSchedule
+
+
+def fake_trainer(max_epochs: int = 100, batches: int = 15, val_batches: int = 3):
+    schedule = WarmupCosineSchedule(warmup_steps=150, total_steps=1500)
+    return SimpleNamespace(
+        num_training_batches=batches,
+        val_dataloaders=object() if val_batches else None,
+        num_val_batches=[val_batches],
+        current_epoch=0,
+        max_epochs=max_epochs,
+        max_steps=-1,
+        accumulate_grad_batches=1,
+        precision="32-true",
+        fit_loop=SimpleNamespace(max_epochs=max_epochs),
+        lr_scheduler_configs=[SimpleNamespace(scheduler=SimpleNamespace(lr_lambdas=[schedule]))],
+    ), schedule
+
+
+def planned(budget: TimeBudget, trainer, elapsed: float, step: float, validation: float) -> int:
+    budget.start = time.monotonic() - elapsed
+    budget.step_seconds, budget.validation_seconds = step, validation
+    budget.plan(trainer, steps_done_this_epoch=4)
+    return budget.planned_epochs
+
+
+def test_plan_fits_epochs_and_schedule_to_the_budget() -> None:
+    trainer, schedule = fake_trainer()
+    # 600 s budget, 60 s gone; this epoch needs 11 * 2 + 10 = 32 s more; each next one 40 s.
+    epochs = planned(TimeBudget(minutes=10), trainer, elapsed=60, step=2.0, validation=10.0)
+    assert epochs == 1 + (600 - 60 - 32) // 40 == 13
+    assert trainer.fit_loop.max_epochs == 13
+    assert schedule.total_steps == 13 * 15
+    assert schedule.warmup_steps == round(0.1 * 13 * 15)  # the warm-up keeps its share
+
+
+def test_a_slower_machine_gets_fewer_epochs_and_the_cap_holds() -> None:
+    fast = planned(TimeBudget(10), fake_trainer()[0], elapsed=30, step=0.5, validation=3)
+    slow = planned(TimeBudget(10), fake_trainer()[0], elapsed=30, step=6.0, validation=30)
+    assert slow < fast
+    assert planned(TimeBudget(10), fake_trainer(max_epochs=5)[0], 30, 0.5, 3) == 5
+    # a machine too slow for a single epoch still runs one
+    assert planned(TimeBudget(1), fake_trainer()[0], elapsed=50, step=30.0, validation=60) == 1
+
+
+def test_bad_budgets_are_refused() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        TimeBudget(0)
+    with pytest.raises(ValueError, match="calibration_steps"):
+        TimeBudget(1, calibration_steps=0)
