@@ -25,10 +25,11 @@ class TimeBudget(L.Callback):
     The budget counts from the start of fitting (the sanity validation included). After
     ``calibration_steps`` timed training steps (the very first step, which pays one-time
     costs, is not timed) the callback prints its plan: precision, seconds per step, seconds
-    per validation, epochs x steps, and the expected end. The trainer's ``max_epochs`` from
-    the config is an upper bound; at least one epoch always runs. If the run falls behind its
-    plan (a busy machine), it stops at the end of the epoch after which the next would end
-    more than ``overrun`` past the budget.
+    per validation, epochs x steps, and the expected end. At the end of the first epoch it
+    plans once more from that epoch's measured time, which includes validation, figures and
+    checkpoints. The trainer's ``max_epochs`` from the config is an upper bound; at least one
+    epoch always runs. If the run falls behind its plan (a busy machine), it stops at the end
+    of the epoch after which the next would end more than ``overrun`` past the budget.
 
     Args:
         minutes: The wall-clock budget of the fit.
@@ -53,6 +54,7 @@ class TimeBudget(L.Callback):
         self._timing_start: float | None = None
         self._steps_seen = 0
         self._epoch_start: float | None = None
+        self._replanned = False
 
     # -- measuring --------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -107,7 +109,7 @@ class TimeBudget(L.Callback):
 
     # -- planning ---------------------------------------------------------------------------
     def plan(self, trainer: L.Trainer, steps_done_this_epoch: int) -> None:
-        """Set ``max_epochs`` and refit the schedules; print the plan."""
+        """First plan, from the timed steps: set ``max_epochs``, refit the schedules, print."""
         batches = trainer.num_training_batches
         if not math.isfinite(batches):
             rank_zero_info("TimeBudget: the training loader has no length; no plan is made")
@@ -116,8 +118,14 @@ class TimeBudget(L.Callback):
         validates = trainer.val_dataloaders is not None and sum(trainer.num_val_batches) > 0
         validation = self.validation_seconds if validates else 0.0
         epoch_seconds = batches * self.step_seconds + validation
-        elapsed = time.monotonic() - self.start
         this_epoch_rest = (batches - steps_done_this_epoch) * self.step_seconds + validation
+        self.set_epochs(trainer, epoch_seconds, this_epoch_rest)
+        steps = f"{self.step_seconds:.2f} s per training step, {validation:.1f} s per validation"
+        self.report(trainer, "TimeBudget plan", steps, epoch_seconds, this_epoch_rest)
+
+    def set_epochs(self, trainer: L.Trainer, epoch_seconds: float, this_epoch_rest: float) -> None:
+        """The epochs that fit what is left of the budget; the schedules follow."""
+        elapsed = time.monotonic() - self.start
         more_epochs = math.floor((self.budget - elapsed - this_epoch_rest) / epoch_seconds)
         epochs = trainer.current_epoch + 1 + max(0, more_epochs)
         cap = trainer.max_epochs
@@ -125,31 +133,52 @@ class TimeBudget(L.Callback):
             epochs = min(epochs, cap)
         self.planned_epochs = epochs
         trainer.fit_loop.max_epochs = epochs
-        steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
-        total_steps = epochs * steps_per_epoch
-        if trainer.max_steps is not None and trainer.max_steps > 0:
-            total_steps = min(total_steps, trainer.max_steps)
         for config in trainer.lr_scheduler_configs:
             for schedule in getattr(config.scheduler, "lr_lambdas", []):
                 if hasattr(schedule, "fit_to"):
-                    schedule.fit_to(total_steps)
-        remaining = (epochs - trainer.current_epoch) * epoch_seconds - (
-            steps_done_this_epoch * self.step_seconds
+                    schedule.fit_to(self.total_steps(trainer))
+
+    def total_steps(self, trainer: L.Trainer) -> int:
+        """Optimizer steps of the planned epochs (``max_steps`` permitting)."""
+        steps = self.planned_epochs * math.ceil(
+            trainer.num_training_batches / trainer.accumulate_grad_batches
         )
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            steps = min(steps, trainer.max_steps)
+        return steps
+
+    def report(
+        self, trainer: L.Trainer, what: str, timing: str, epoch_seconds: float, rest: float
+    ) -> None:
+        """Print the plan with its expected end."""
+        elapsed = time.monotonic() - self.start
+        remaining = rest + (self.planned_epochs - trainer.current_epoch - 1) * epoch_seconds
         end = datetime.now() + timedelta(seconds=remaining)
+        steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
         rank_zero_info(
-            f"TimeBudget plan: precision {trainer.precision}, {self.step_seconds:.2f} s per "
-            f"training step, {validation:.1f} s per validation -> {epochs} epoch(s) x "
-            f"{steps_per_epoch} steps = {total_steps} steps in {self.budget / 60:.1f} min; "
-            f"expected end {end:%H:%M:%S} ({(elapsed + remaining) / 60:.1f} min)"
+            f"{what}: precision {trainer.precision}, {timing} -> {self.planned_epochs} epoch(s) x "
+            f"{steps_per_epoch} steps = {self.total_steps(trainer)} steps in "
+            f"{self.budget / 60:.1f} min; expected end {end:%H:%M:%S} "
+            f"({(elapsed + remaining) / 60:.1f} min)"
         )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Stop early when the next epoch would end well past the budget."""
+        """Re-plan once from the first whole epoch; later, stop early when far behind plan.
+
+        The first epoch's time includes what the timed steps do not see: validation after
+        the epoch, figures, checkpoints and logging. The re-plan refits the schedules too; the
+        run has then done a small share of its steps, so the schedule's shape barely moves.
+        """
         if self.start is None or self._epoch_start is None or self.planned_epochs in (None, -1):
             return
         now = time.monotonic()
         epoch_seconds = now - self._epoch_start  # validation at the epoch's end included
+        if not self._replanned:
+            self._replanned = True
+            self.set_epochs(trainer, epoch_seconds, this_epoch_rest=0.0)
+            timing = f"first epoch {epoch_seconds:.1f} s with its validation"
+            self.report(trainer, "TimeBudget re-plan", timing, epoch_seconds, 0.0)
+            return
         projected = now - self.start + epoch_seconds
         last = trainer.current_epoch + 1 >= self.planned_epochs
         if not last and projected > self.budget * (1 + self.overrun):

@@ -72,20 +72,36 @@ class ModalityAttention(nn.Module):
         batch, length, dim = fusion.shape
         heads = self.num_heads
         head_dim = dim // heads
+        scale = head_dim**-0.5
         fusion_normed = self.norm(fusion)
-        # One sequence per (sample, position): the fusion token's query against its M+1 keys.
-        query = self.q(fusion_normed).view(batch, length, 1, heads, head_dim)
-        mask_kv = self.kv(self.norm(mask_token))  # [2D]
-        present_kv = layout.scatter(self.kv(self.norm(modality)), fill=mask_kv)  # [B, M', L, 2D]
-        absent = self.num_modalities - present_kv.shape[1]
-        key_values = [self.kv(fusion_normed)[:, :, None], present_kv.transpose(1, 2)]
-        if absent:  # modalities missing from the whole batch: mask tokens as well
-            key_values.append(mask_kv.expand(batch, length, absent, 2 * dim))
-        key_values = torch.cat(key_values, dim=2).view(batch, length, -1, 2, heads, head_dim)
-        keys, values = key_values.unbind(3)  # [B, L, 1+M, H, hd] each
-        # One query against M+1 keys: elementwise products beat a batched attention kernel.
-        logits = (query * keys).sum(dim=-1) * head_dim**-0.5  # [B, L, 1+M, H]
-        weights = logits.softmax(dim=2).to(values.dtype)
-        gathered = (weights[..., None] * values).sum(dim=2).view(batch, length, dim)
+        query = self.q(fusion_normed).view(batch, length, heads, head_dim)
+        key_f, value_f = self.kv(fusion_normed).view(batch, length, 2, heads, head_dim).unbind(2)
+        key_mask, value_mask = self.kv(self.norm(mask_token)).view(2, heads, head_dim)
+        groups, group_length = modality.shape[1:3]
+        key_m, value_m = (  # [B, G, T, H, hd] each
+            self.kv(self.norm(modality))
+            .view(batch, groups, group_length, 2, heads, head_dim)
+            .unbind(3)
+        )
+        # Logits of the M+1 keys at each position, [B, 2 + M', L, H]: the fusion token, the
+        # mask token once for all k missing modalities (+ log k: the same as k equal keys), and
+        # the visible modality tokens, computed only where they are (-inf elsewhere).
+        query_m = layout.per_token(query.flatten(2)).unflatten(-1, (heads, head_dim))
+        no_key = query.new_full((heads,), float("-inf"))
+        logits_m = layout.scatter((query_m * key_m).sum(dim=-1) * scale, fill=no_key)
+        missing = self.num_modalities - layout.visible.sum(dim=1)  # [B, L]
+        logits_f = (query * key_f).sum(dim=-1) * scale  # [B, L, H]
+        logits_mask = (query * key_mask).sum(dim=-1) * scale + missing[..., None].float().log()
+        logits = torch.cat(
+            [logits_f[:, None], logits_mask[:, None].to(logits_f.dtype), logits_m], 1
+        )
+        weights = logits.softmax(dim=1).to(value_m.dtype)
+        # Values: the visible tokens' go back to their positions and sum there.
+        weights_m = layout.arrange(weights[:, 2:])  # [B, G, T, H]
+        gathered_m = layout.scatter(
+            (weights_m[..., None] * value_m).flatten(3), fill=value_m.new_zeros(dim)
+        ).sum(dim=1)  # [B, L, D]
+        gathered = weights[:, 0, ..., None] * value_f + weights[:, 1, ..., None] * value_mask
+        gathered = gathered.flatten(2) + gathered_m
         fusion = fusion + self.drop_path(self.proj(gathered))
         return fusion + self.drop_path(self.mlp(self.norm_mlp(fusion)))

@@ -13,18 +13,20 @@ tokens as a block [B, G, T, D] whose shape depends on the layout:
   Attention within a modality runs over these segments (`Segments`), never over a dense
   per-sample [T, T] mask.
 
-Both answer the same questions: `scatter` puts tokens back on the [B, M, L] grid, and the
+Both answer the same questions: `arrange` and `scatter` move tokens between the [B, M, L] grid
+and the block, `per_token` gives each token the value of its patch position, and the
 attention masks say which keys each query may use (True = may attend, as in
 `torch.nn.functional.scaled_dot_product_attention`). Keys are ordered as the fusion tokens (L)
 followed by the modality block flattened group-major (G*T).
 """
 
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from fusion.layers.segments import ATTENTION_CALL_COST, Segments, packed_segments
 
 
 class TokenLayout(Protocol):
@@ -43,6 +45,10 @@ class TokenLayout(Protocol):
         """Layout tokens [B, G, T, C] -> grid [B, M, L, C], ``fill`` [C] where not visible."""
         ...
 
+    def per_token(self, values: Tensor) -> Tensor:
+        """Per-position values [B, L, C] -> the value at each token's position, [B, G, T, C]."""
+        ...
+
     @property
     def key_mask(self) -> Tensor | None:
         """Keys any query may attend, [B, 1, 1, L + G*T], or None if all may."""
@@ -57,96 +63,13 @@ class TokenLayout(Protocol):
         ...
 
     @property
-    def segments(self) -> "Segments | None":
+    def segments(self) -> Segments | None:
         """The runs of the block that attend only among themselves, or None.
 
         None: each of the B*G sequences of the block holds one modality (masked by
         `modality_mask`).
         """
         ...
-
-
-@dataclass(frozen=True)
-class SegmentGroup:
-    """Segments of similar length, padded to a common one, that attention handles in one call.
-
-    Attributes:
-        count: N, the number of segments.
-        length: S, the longest of them; shorter ones are padded by repeating their last token.
-        key_mask: Real (non-padding) keys, [N, 1, 1, S] bool, or None if none is padded.
-    """
-
-    count: int
-    length: int
-    key_mask: Tensor | None
-
-
-@dataclass(frozen=True)
-class Segments:
-    """Runs of the flattened modality block [B*G*T] that attend only among themselves.
-
-    Attributes:
-        rows: For the slots of every group in turn (group-major, then segment, then position),
-            the row of the block it holds, [sum N*S].
-        groups: The groups, in the order of ``rows``.
-        inverse: For each row of the block, its slot in the concatenated group outputs, [B*G*T];
-            rows in no segment (padding) point to one extra slot after the last group.
-    """
-
-    rows: Tensor
-    groups: tuple[SegmentGroup, ...]
-    inverse: Tensor
-
-
-SEGMENT_GRANULARITY = 32
-"""Segments whose lengths round up to the same multiple of this share one attention call.
-
-Padding is then under 32 tokens per segment. For MultiMAE masking of four 256-token modalities
-(Dirichlet(1) shares of 512 visible tokens) the padded segments cost about 0.40 of the
-attention FLOPs of a dense per-sample [512, 512] mask (0.46 with 64, 0.60 with 128; 0.35
-without padding), in at most L/32 calls.
-"""
-
-
-def packed_segments(
-    counts: Tensor, sequence_length: int, granularity: int = SEGMENT_GRANULARITY
-) -> Segments:
-    """Segments of sequences that hold runs of tokens back to back.
-
-    Args:
-        counts: Tokens of each run, [B, M] int: sequence b holds run (b, 0), then (b, 1), ...
-        sequence_length: T, the padded length of each sequence (at least the sum of a row).
-        granularity: Runs whose lengths round up to the same multiple of it form one group.
-
-    Returns:
-        The segments of the flattened sequences [B*T]; empty runs are left out.
-    """
-    device = counts.device
-    starts = counts.cumsum(dim=1) - counts  # [B, M], within each sequence
-    starts = starts + sequence_length * torch.arange(len(counts), device=device)[:, None]
-    lengths, starts = counts.flatten(), starts.flatten()
-    lengths, starts = lengths[lengths > 0], starts[lengths > 0]
-    buckets = torch.div(lengths + granularity - 1, granularity, rounding_mode="floor")
-    order = torch.argsort(buckets, stable=True)
-    group_sizes = torch.unique_consecutive(buckets[order], return_counts=True)[1].tolist()
-    inverse = torch.full((counts.shape[0] * sequence_length,), -1, device=device)
-    rows, groups, offset = [], [], 0
-    for group in order.split(group_sizes):
-        group_lengths, group_starts = lengths[group, None], starts[group, None]  # [N, 1]
-        count, length = len(group), int(group_lengths.max())
-        positions = torch.arange(length, device=device)  # [S]
-        real = positions < group_lengths  # [N, S]
-        # Padding slots repeat the segment's last token: a real key, masked out.
-        group_rows = group_starts + torch.minimum(positions, group_lengths - 1)
-        slots = offset + torch.arange(count * length, device=device).view(count, length)
-        inverse[group_rows[real]] = slots[real]
-        rows.append(group_rows.flatten())
-        groups.append(
-            SegmentGroup(count, length, None if bool(real.all()) else real[:, None, None])
-        )
-        offset += count * length
-    inverse = inverse.masked_fill(inverse < 0, offset)  # padding rows: the extra slot
-    return Segments(torch.cat(rows) if rows else inverse[:0], tuple(groups), inverse)
 
 
 class GridLayout:
@@ -189,6 +112,11 @@ class GridLayout:
             return tokens
         return torch.where(self._visible[..., None], tokens, fill.to(tokens.dtype))
 
+    def per_token(self, values: Tensor) -> Tensor:
+        """Values per position [B, L, C] for every modality: [B, M, L, C] (a broadcast view)."""
+        batch, modalities, positions = self.shape
+        return values[:, None].expand(batch, modalities, positions, values.shape[-1])
+
     @cached_property
     def key_mask(self) -> Tensor | None:
         """Fusion keys always, modality keys where visible: [B, 1, 1, L + M*L] or None."""
@@ -228,13 +156,13 @@ class PackedLayout:
 
     Args:
         visible: Which tokens are visible, [B, M, L] bool.
-        granularity: Segment lengths that round up to the same multiple of it share one
-            attention call (see `SEGMENT_GRANULARITY`).
+        call_cost: Cost of one more attention call when grouping segments by length (see
+            `ATTENTION_CALL_COST`).
     """
 
-    def __init__(self, visible: Tensor, granularity: int = SEGMENT_GRANULARITY) -> None:
+    def __init__(self, visible: Tensor, call_cost: float = ATTENTION_CALL_COST) -> None:
         self._visible = visible
-        self.granularity = granularity
+        self.call_cost = call_cost
         batch, modalities, positions = visible.shape
         self.shape = (batch, modalities, positions)
         flat = visible.flatten(1)  # [B, M*L]
@@ -253,6 +181,7 @@ class PackedLayout:
         self._grid_rows = (samples * slots + order).flatten()
         padded_target = torch.where(self.token_valid, order, slots)
         self._scatter_rows = (samples * (slots + 1) + padded_target).flatten()
+        self._position_rows = (samples * positions + self.positions).flatten()
 
     @property
     def visible(self) -> Tensor:
@@ -279,6 +208,13 @@ class PackedLayout:
             batch, modalities, positions, channels
         )
 
+    def per_token(self, values: Tensor) -> Tensor:
+        """Values per position [B, L, C] at each packed token's position: [B, 1, T, C]."""
+        batch, _, positions = self.shape
+        channels = values.shape[-1]
+        packed = values.reshape(-1, channels).index_select(0, self._position_rows)
+        return packed.view(batch, 1, -1, channels)
+
     @cached_property
     def key_mask(self) -> Tensor | None:
         """Fusion keys always, packed keys unless padding: [B, 1, 1, L + T] or None."""
@@ -297,4 +233,4 @@ class PackedLayout:
     def segments(self) -> Segments:
         """The visible tokens of each (sample, modality): contiguous runs of each sequence."""
         counts = self._visible.sum(dim=-1)  # [B, M]
-        return packed_segments(counts, self.token_valid.shape[1], self.granularity)
+        return packed_segments(counts, self.token_valid.shape[1], self.call_cost)

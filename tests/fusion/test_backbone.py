@@ -272,7 +272,7 @@ def test_every_parameter_learns(variant: str, with_visible: bool) -> None:
     expected_unused = set() if with_visible or model.mask_token is None else {"mask_token"}
     for name, grad in grads.items():
         if name in expected_unused:
-            assert grad is None
+            assert grad is None or grad.abs().max() == 0
         else:
             assert grad is not None and torch.isfinite(grad).all(), name
             assert grad.abs().sum() > 0, name

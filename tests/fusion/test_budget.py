@@ -54,3 +54,19 @@ def test_bad_budgets_are_refused() -> None:
         TimeBudget(0)
     with pytest.raises(ValueError, match="calibration_steps"):
         TimeBudget(1, calibration_steps=0)
+
+
+def test_first_epoch_replans_with_its_real_time() -> None:
+    budget = TimeBudget(10)
+    trainer, schedule = fake_trainer()
+    assert planned(budget, trainer, elapsed=60, step=2.0, validation=10.0) == 13
+    # The first epoch really took 80 s (figures, checkpoints), and 100 s of the budget are gone.
+    budget.start = time.monotonic() - 100
+    budget._epoch_start = time.monotonic() - 80
+    budget.on_train_epoch_end(trainer, None)
+    assert budget.planned_epochs == trainer.fit_loop.max_epochs == 1 + 500 // 80
+    assert schedule.total_steps == 7 * 15
+    # Later epochs only check that the run keeps to its budget.
+    trainer.current_epoch = 1
+    budget.on_train_epoch_end(trainer, None)
+    assert budget.planned_epochs == 7

@@ -1,6 +1,6 @@
 import torch
 
-from fusion.layers.token_layout import GridLayout, PackedLayout, packed_segments
+from fusion.layers.token_layout import GridLayout, PackedLayout
 
 
 def test_packed_layout_keeps_grid_order_and_round_trips() -> None:
@@ -23,6 +23,12 @@ def test_packed_layout_keeps_grid_order_and_round_trips() -> None:
     torch.testing.assert_close(layout.arrange(no_data), packed)
     back = layout.scatter(packed, fill=torch.tensor([-1.0]))
     torch.testing.assert_close(back, torch.where(visible[..., None], grid, -1.0))
+    # Each token gets the value of its patch position.
+    per_position = torch.arange(2 * 3, dtype=torch.float32).view(2, 3, 1)  # [B, L, 1]
+    assert layout.per_token(per_position)[0, 0, :, 0].tolist() == [0.0, 2.0, 1.0]
+    assert layout.per_token(per_position)[1, 0, 0, 0] == 3.0
+    on_grid = GridLayout(visible, 2, 2, 3, torch.device("cpu")).per_token(per_position)
+    torch.testing.assert_close(on_grid, per_position[:, None].expand(2, 2, 3, 1))
 
 
 def test_packed_masks_and_segments() -> None:
@@ -31,30 +37,13 @@ def test_packed_masks_and_segments() -> None:
     assert layout.modality_mask is None
     keys = layout.key_mask[:, 0, 0]  # fusion (2) then packed (3)
     assert keys.tolist() == [[True] * 5, [True, True, True, False, False]]
-    # One group: lengths 2, 1, 1 round up to the same multiple of 32.
+    # One group, shortest segment first: padding costs less than one more attention call.
     segments = layout.segments
     assert [(g.count, g.length) for g in segments.groups] == [(3, 2)]
-    assert segments.rows.tolist() == [0, 1, 2, 2, 3, 3]  # padding repeats the last token
-    assert segments.groups[0].key_mask[:, 0, 0].tolist() == [[True, True], [True, False]] + [
-        [True, False]
-    ]
-    assert segments.inverse.tolist() == [0, 1, 2, 4, 6, 6]  # padding rows -> the extra slot
-    # Granularity 1: one group per length, shortest first, no padding.
-    segments = PackedLayout(visible, granularity=1).segments
-    assert [(g.count, g.length, g.key_mask) for g in segments.groups] == [
-        (2, 1, None),
-        (1, 2, None),
-    ]
-    assert segments.rows.tolist() == [2, 3, 0, 1]
-    assert segments.inverse.tolist() == [2, 3, 0, 1, 4, 4]
-
-
-def test_segments_of_empty_and_full_runs() -> None:
-    counts = torch.tensor([[0, 3], [3, 0]])
-    segments = packed_segments(counts, sequence_length=3, granularity=4)
-    assert [(g.count, g.length, g.key_mask) for g in segments.groups] == [(2, 3, None)]
-    assert segments.rows.tolist() == [0, 1, 2, 3, 4, 5]
-    assert segments.inverse.tolist() == [0, 1, 2, 3, 4, 5]
+    assert segments.rows.tolist() == [2, 2, 3, 3, 0, 1]  # padding repeats the last token
+    key_mask = segments.groups[0].key_mask[:, 0, 0]
+    assert key_mask.tolist() == [[True, False], [True, False], [True, True]]
+    assert segments.inverse.tolist() == [4, 5, 0, 2, 6, 6]  # padding rows -> the extra slot
 
 
 def test_grid_masks_only_when_needed() -> None:
