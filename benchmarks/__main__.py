@@ -1,9 +1,10 @@
-"""``python -m benchmarks``: the machine, then the data, backbone and segmentation benchmarks."""
+"""``python -m benchmarks``: the machine, then data, backbone, segmentation and scene benchmarks."""
 
-from benchmarks import backbone, data_pipeline, machine, segmentation
+from benchmarks import backbone, data_pipeline, machine, scene, segmentation
 
 if __name__ == "__main__":
     machine.describe()
     data_pipeline.main([])
     backbone.main()
     segmentation.main()
+    scene.main()

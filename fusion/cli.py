@@ -5,6 +5,7 @@ Examples::
     python -m fusion fit --config experiments/pretrain_quad.yaml --data.root /data/quad
     fusion fit --config experiments/pretrain_quad.yaml --config experiments/cpu.yaml
     fusion evaluate --config experiments/segment_quad.yaml --ckpt_path last.ckpt
+    fusion predict-scene --ckpt_path last.ckpt --s1 s1.tif --s2 s2.tif --out map.tif
 
 Besides Lightning's options:
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import lightning as L
 import torch
@@ -93,18 +95,25 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> FusionCLI:
     )
 
 
-def main(args: list[str] | None = None) -> FusionCLI | list:
-    """Run the command line: Lightning's subcommands, and ``evaluate`` (`fusion.evaluation`).
+def main(args: list[str] | None = None) -> Any:
+    """Run the command line: Lightning's subcommands, ``evaluate`` and ``predict-scene``.
+
+    ``evaluate`` is `fusion.evaluation.command`, ``predict-scene`` `fusion.scene.command`.
 
     Args:
         args: Command-line arguments (default ``sys.argv[1:]``).
 
     Returns:
-        The CLI object, or the subset results of ``evaluate``.
+        The CLI object, the subset results of ``evaluate`` or the `fusion.scene.SceneResult`
+        of ``predict-scene``.
     """
     args = sys.argv[1:] if args is None else list(args)
     if args and args[0] == "evaluate":
         from fusion.evaluation.command import main as evaluate
 
         return evaluate(args[1:])
+    if args and args[0] == "predict-scene":
+        from fusion.scene.command import main as predict_scene
+
+        return predict_scene(args[1:])
     return build_cli(args)

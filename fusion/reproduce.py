@@ -318,6 +318,8 @@ class Protocol:
 
     def run(self) -> None:
         """Runs every stage not done yet, then writes the tables."""
+        import torch
+
         from fusion.hardware import choose_precision, detect_hardware
 
         deadline = time.monotonic() + self.budget_minutes * 60.0
@@ -329,6 +331,8 @@ class Protocol:
             "stages": [asdict(stage) for stage in self.stages],
             "machine": asdict(hardware),
             "precision": asdict(choose_precision(hardware)),
+            "threads": torch.get_num_threads(),
+            "cpus_usable": len(os.sched_getaffinity(0)),
             "seed": 0,
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }

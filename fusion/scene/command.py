@@ -1,0 +1,129 @@
+"""``fusion predict-scene``: a segmentation checkpoint and one raster per modality in, maps out.
+
+    fusion predict-scene --ckpt_path runs/.../checkpoints/last.ckpt \
+        --s1 scene_s1.tif --s2 scene_s2.tif --out maps/scene.tif \
+        [--reference s2] [--probabilities [float32|uint8]] [--modality_map] [--overwrite]
+
+Give one ``--<modality> PATH`` per available modality, named as in the checkpoint; any
+non-empty subset works, in any CRS and resolution. The maps lie on the grid of the first given
+modality (``--reference`` to choose another). See `fusion.scene.predict` for the steps and
+`fusion.scene.outputs` for the files written.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fusion.scene.pipeline import load_scene_model
+from fusion.scene.predict import SceneResult, predict_scene
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options other than the modality rasters."""
+    parser = argparse.ArgumentParser(
+        prog="fusion predict-scene",
+        description=__doc__.splitlines()[0],
+        epilog="--<modality> PATH: a raster of that modality (e.g. --s1 s1.tif --s2 s2.tif).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--ckpt_path", type=Path, required=True, help="segmentation checkpoint")
+    parser.add_argument("--out", type=Path, required=True, help="class map to write (.tif)")
+    parser.add_argument(
+        "--reference", default=None, help="modality whose grid the maps use (default: first)"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the run's config.yaml (default: the one beside the checkpoint's folder)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="model pixels per reference pixel (default: image_size / tile_size of the run)",
+    )
+    parser.add_argument(
+        "--tile_size", "--tile-size", type=int, default=None,
+        help="tile side in model pixels (default: the model's img_size)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overlap", type=float, default=0.5, help="share of a tile shared with the next one"
+    )
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
+    parser.add_argument(
+        "--probabilities",
+        nargs="?",
+        const="float32",
+        choices=("float32", "uint8"),
+        default=None,
+        help="also write per-class probabilities (float32, or uint8 percent)",
+    )
+    parser.add_argument(
+        "--modality_map", "--modality-map", action="store_true",
+        help="also write the per-pixel bit-map of the modalities used",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no_quicklook", "--no-quicklook", action="store_true", help="skip the PNG quick-look"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def modality_rasters(rest: list[str], names: tuple[str, ...]) -> dict[str, Path]:
+    """``--<modality> PATH`` pairs in command-line order.
+
+    Raises:
+        ValueError: for a modality the checkpoint does not know, a repeated one, a missing
+            path or an argument that is not an option.
+    """
+    rasters: dict[str, Path] = {}
+    tokens = list(rest)
+    while tokens:
+        token = tokens.pop(0)
+        if not token.startswith("--"):
+            raise ValueError(f"unexpected argument {token!r}")
+        name, _, value = token[2:].partition("=")
+        if name not in names:
+            raise ValueError(
+                f"modality {name!r} is not one of the checkpoint's modalities ({', '.join(names)})"
+            )
+        if not value:
+            if not tokens or tokens[0].startswith("--"):
+                raise ValueError(f"--{name} needs a raster path")
+            value = tokens.pop(0)
+        if name in rasters:
+            raise ValueError(f"--{name} is given twice")
+        rasters[name] = Path(value)
+    return rasters
+
+
+def main(argv: list[str]) -> SceneResult:
+    """Run the command; ``argv`` without the leading ``predict-scene``."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    model = load_scene_model(args.ckpt_path, args.config, args.scale, args.tile_size, args.device)
+    rasters = modality_rasters(rest, model.modality_names)
+    result = predict_scene(
+        model,
+        rasters,
+        args.out,
+        reference=args.reference,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        probabilities=args.probabilities,
+        modality_map=args.modality_map,
+        quicklook=not args.no_quicklook,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    subsets = ", ".join(f"{' + '.join(s)}: {n}" for s, n in sorted(result.subsets.items()))
+    print(
+        f"{result.predicted} of {result.tiles} tiles predicted in {result.seconds:.1f} s "
+        f"({subsets or 'none'}); data pipeline: {model.source}, scale {model.scale:g}"
+    )
+    print("Wrote " + ", ".join(str(path) for path in result.paths.all()))
+    return result

@@ -1,0 +1,113 @@
+"""``fusion predict-scene`` through the real command line, and its refusals."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from fusion.cli import main
+from fusion.scene.command import modality_rasters
+from tests.fusion.scene.scenes import (
+    ORIGIN,
+    PIXEL,
+    UTM,
+    save_checkpoint,
+    tiny_task,
+    write,
+    write_s1,
+    write_s2,
+)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("command")
+    return {
+        "ckpt": save_checkpoint(tiny_task(), folder / "run/checkpoints/last.ckpt"),
+        "s1": write_s1(folder / "s1.tif", 64, 48),
+        "s2": write_s2(folder / "s2.tif", 64, 48),
+    }
+
+
+def run(files: dict, out: Path, *args: str):
+    return main(["predict-scene", "--ckpt_path", str(files["ckpt"]), "--out", str(out), *args])
+
+
+def test_predicts_on_the_first_given_modalitys_grid(
+    files: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "maps/scene.tif"
+    result = run(
+        files, out, "--s2", str(files["s2"]), f"--s1={files['s1']}", "--modality-map",
+        "--probabilities", "uint8", "--quiet",
+    )  # fmt: skip
+    assert result.paths.all() == [
+        out,
+        tmp_path / "maps/scene_probabilities.tif",
+        tmp_path / "maps/scene_modalities.tif",
+        tmp_path / "maps/scene.png",
+    ]
+    assert all(path.is_file() for path in result.paths.all())
+    with rasterio.open(out) as src, rasterio.open(files["s2"]) as s2:
+        assert (src.crs, src.transform, src.shape) == (s2.crs, s2.transform, s2.shape)
+    with rasterio.open(tmp_path / "maps/scene_probabilities.tif") as src:
+        assert src.dtypes == ("uint8", "uint8") and src.descriptions == ("not_water", "water")
+    printed = capsys.readouterr().out
+    assert "tiles predicted" in printed and "Wrote" in printed
+    # --reference picks another grid
+    result = run(files, tmp_path / "s1.tif", "--s2", str(files["s2"]), "--s1", str(files["s1"]),
+                 "--reference", "s1", "--quiet", "--no-quicklook")  # fmt: skip
+    with rasterio.open(result.paths.classes) as src, rasterio.open(files["s1"]) as s1:
+        assert (src.crs, src.transform, src.shape) == (s1.crs, s1.transform, s1.shape)
+    assert result.paths.quicklook is None
+
+
+def test_refuses_an_unknown_modality(files: dict, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"modality 'dem' is not one of .* \(s1, s2\)"):
+        run(files, tmp_path / "map.tif", "--s1", str(files["s1"]), "--dem", str(files["s1"]))
+    with pytest.raises(ValueError, match="--s1 is given twice"):
+        modality_rasters(["--s1", "a.tif", "--s1", "b.tif"], ("s1", "s2"))
+    with pytest.raises(ValueError, match="--s2 needs a raster path"):
+        modality_rasters(["--s2"], ("s1", "s2"))
+    with pytest.raises(ValueError, match=r"reference 's2' is not one of the given .*\(s1\)"):
+        run(files, tmp_path / "map.tif", "--s1", str(files["s1"]), "--reference", "s2")
+
+
+def test_refuses_rasters_that_do_not_overlap(files: dict, tmp_path: Path) -> None:
+    far = write(
+        tmp_path / "far_s2.tif",
+        np.ones((13, 16, 16), np.uint16),
+        UTM,
+        from_origin(ORIGIN[0] + 10_000, ORIGIN[1], PIXEL, PIXEL),
+        nodata=0,
+    )
+    with pytest.raises(ValueError, match=r"far_s2.tif \(s2\) does not overlap"):
+        run(files, tmp_path / "map.tif", "--s1", str(files["s1"]), "--s2", str(far))
+
+
+def test_refuses_a_band_count_that_does_not_match(files: dict, tmp_path: Path) -> None:
+    three = write(
+        tmp_path / "s1_three.tif",
+        np.zeros((3, 16, 16), np.float32),
+        UTM,
+        from_origin(*ORIGIN, PIXEL, PIXEL),
+        nodata=None,
+    )
+    with pytest.raises(ValueError, match=r"s1_three.tif: the s1 modality has 2 band\(s\)"):
+        run(files, tmp_path / "map.tif", "--s1", str(three))
+
+
+def test_refuses_an_existing_output_unless_overwrite(files: dict, tmp_path: Path) -> None:
+    out = tmp_path / "map.tif"
+    (tmp_path / "map.png").write_text("an older quick-look")
+    with pytest.raises(FileExistsError, match=r"map.png exists \(pass --overwrite"):
+        run(files, out, "--s1", str(files["s1"]), "--quiet")
+    assert not out.exists()
+    run(files, out, "--s1", str(files["s1"]), "--quiet", "--overwrite")
+    assert out.is_file()
+    with pytest.raises(ValueError, match="s1.tif would overwrite an input"):
+        run(files, files["s1"], "--s1", str(files["s1"]), "--overwrite")
+    with pytest.raises(FileNotFoundError, match="missing.tif"):
+        run(files, tmp_path / "other.tif", "--s1", str(tmp_path / "missing.tif"))

@@ -1,0 +1,121 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.warp import transform_bounds
+
+from datamodules.dfc2023 import DFC2023
+from datamodules.sen1floods11 import Sen1Floods11Chip
+from fusion.scene.sources import ModalityRaster, grid_bounds, reference_grid, tile_windows
+from tests.fusion.scene.scenes import ORIGIN, PIXEL, UTM, pattern, write, write_s1, write_s2
+
+S1, S2 = Sen1Floods11Chip.all_modalities["s1"], Sen1Floods11Chip.all_modalities["s2"]
+
+
+def test_reprojected_modality_lies_on_the_reference_grid(tmp_path: Path) -> None:
+    grid = reference_grid(write_s1(tmp_path / "s1.tif", 96, 64))
+    s2 = ModalityRaster("s2", write_s2(tmp_path / "s2.tif", 96, 64), S2, grid)
+    assert s2.warped and s2.crs == grid.crs
+    window = rasterio.windows.Window(40, 16, 32, 32)
+    data, valid = s2.read_window(window)
+    assert data.shape == (4, 32, 32) and valid.all()  # bands 2, 3, 4, 8 of 13
+    cols, rows = np.meshgrid(np.arange(40, 72) + 0.5, np.arange(16, 48) + 0.5)
+    expected = 300 + 3000 * pattern(ORIGIN[0] + cols * PIXEL, ORIGIN[1] - rows * PIXEL)
+    assert np.abs(data[0] - expected).mean() < 15  # band 2 (odd): 300 + 3000 * field
+    assert np.abs(data[1] - (3300 - expected + 300)).mean() < 15  # band 3 (even)
+
+
+def test_reference_modality_is_read_as_it_is(tmp_path: Path) -> None:
+    path = write_s1(tmp_path / "s1.tif", 96, 64)
+    grid = reference_grid(path)
+    s1 = ModalityRaster("s1", path, S1, grid)
+    assert not s1.warped
+    with rasterio.open(path) as src:
+        raw = src.read()
+    data, valid = s1.read_window(rasterio.windows.Window(-8, 40, 32, 32))  # hangs over 2 edges
+    np.testing.assert_array_equal(data[:, :24, 8:], raw[:, 40:64, :24])
+    assert valid[:24, 8:].all() and not valid[24:].any() and not valid[:, :8].any()
+
+
+def test_nodata_and_the_footprint_edge_are_invalid(tmp_path: Path) -> None:
+    grid = reference_grid(write_s1(tmp_path / "s1.tif", 96, 64))
+    data = np.full((13, 20, 30), 1000, dtype=np.uint16)
+    data[:, :5, :5] = 0  # the file's no-data value
+    # A small S2 patch in UTM 10 m pixels, its corner at reference pixel (row 10, col 50).
+    origin = (ORIGIN[0] + 50 * PIXEL, ORIGIN[1] - 10 * PIXEL)
+    path = write(tmp_path / "patch.tif", data, UTM, from_origin(*origin, PIXEL, PIXEL), nodata=0)
+    patch = ModalityRaster("s2", path, S2, grid)
+    assert not patch.warped and patch.offset == (50, 10)
+    values, valid = patch.read_window(rasterio.windows.Window(40, 0, 32, 32))
+    expected = np.zeros((32, 32), dtype=bool)
+    expected[10:30, 10:32] = True
+    expected[10:15, 10:15] = False
+    np.testing.assert_array_equal(valid, expected)
+    assert (values[:, valid] == 1000).all()
+    assert patch.read_window(rasterio.windows.Window(0, 32, 32, 32)) is None  # misses it
+
+
+def test_integer_file_without_nodata_is_valid_on_its_footprint(tmp_path: Path) -> None:
+    grid = reference_grid(write_s1(tmp_path / "s1.tif", 96, 64))
+    rgb = DFC2023.all_modalities["rgb"]  # uint8 RGB, no no-data value
+    west, south, east, north = transform_bounds(UTM, "EPSG:4326", *grid_bounds(grid))
+    step = (east - west) / 200  # the file covers 40% of the scene from its left edge
+    path = write(
+        tmp_path / "rgb.tif",
+        np.full((3, 300, 100), 7, np.uint8),
+        "EPSG:4326",
+        from_origin(west - 20 * step, north + 20 * step, step, step),
+        nodata=None,
+    )
+    source = ModalityRaster("rgb", path, rgb, grid)
+    assert source.warped and source.nodata is None
+    data, valid = source.read_window(rasterio.windows.Window(0, 0, 96, 64))
+    assert valid[:, :36].all() and not valid[:, 41:].any()
+    assert (data[:, valid] == 7).all()
+
+
+def test_refuses_a_wrong_band_count_and_no_overlap(tmp_path: Path) -> None:
+    grid = reference_grid(write_s1(tmp_path / "s1.tif", 96, 64))
+    four = write(
+        tmp_path / "four.tif",
+        np.ones((4, 8, 8), np.uint16),
+        UTM,
+        from_origin(*ORIGIN, PIXEL, PIXEL),
+        nodata=0,
+    )
+    with pytest.raises(ValueError, match=r"four.tif: the s2 modality has 13 band\(s\).* 4"):
+        ModalityRaster("s2", four, S2, grid)
+    far = write(
+        tmp_path / "far.tif",
+        np.ones((13, 8, 8), np.uint16),
+        UTM,
+        from_origin(ORIGIN[0] + 5000, ORIGIN[1], PIXEL, PIXEL),
+        nodata=0,
+    )
+    with pytest.raises(ValueError, match="far.tif .s2. does not overlap"):
+        ModalityRaster("s2", far, S2, grid)
+    with pytest.raises(FileNotFoundError, match="missing.tif"):
+        ModalityRaster("s2", tmp_path / "missing.tif", S2, grid)
+
+
+@pytest.mark.parametrize(("width", "height"), [(160, 96), (100, 70), (20, 50), (32, 32)])
+def test_tiles_cover_the_scene(tmp_path: Path, width: int, height: int) -> None:
+    path = write_s1(tmp_path / "s1.tif", width, height)
+    tiles = tile_windows(ModalityRaster("s1", path, S1, reference_grid(path)), 32, 16)
+    covered = np.zeros((height + 64, width + 64), dtype=int)
+    windows = list(tiles)
+    assert len(windows) == len(tiles) == len({(w.row_off, w.col_off) for w in windows})
+    for window in windows:
+        assert window.width == window.height == 32
+        covered[
+            32 + window.row_off : 64 + window.row_off, 32 + window.col_off : 64 + window.col_off
+        ] += 1
+    assert (covered[32 : 32 + height, 32 : 32 + width] > 0).all()
+    if width >= 32 and height >= 32:  # every tile inside the scene, half a tile apart
+        assert covered.sum() == covered[32 : 32 + height, 32 : 32 + width].sum()
+        for offsets in (tiles.rows, tiles.cols):
+            assert ((np.diff(offsets) > 0) & (np.diff(offsets) <= 16)).all()
+    if (width, height) == (160, 96):
+        assert tiles.rows == (0, 16, 32, 48, 64) and len(tiles.cols) == 9
