@@ -210,8 +210,8 @@ class MultimodalDataModule(NonGeoDataModule):
         Raises:
             ValueError: if two of the splits set up so far share a tile or region.
         """
-        if stage == "fit":
-            self.train_generator.manual_seed(torch.initial_seed())
+        if stage == "fit":  # each process of a distributed run draws its own subsets
+            self.train_generator.manual_seed(torch.initial_seed() + self._process_rank())
             self.train_dataset = self.dataset_class(
                 split="train",
                 modality_sampling=self.train_modalities,
@@ -246,10 +246,11 @@ class MultimodalDataModule(NonGeoDataModule):
 
         The training loader draws its shuffle, its workers' seeds and, through
         :class:`SeededDataLoader`, the samples' modality subsets and augmentation from
-        :attr:`train_generator` (seeded from the run's seed, saved in checkpoints), with or
-        without workers; its workers are not persistent, so that a resumed run draws the same
-        samples as an uninterrupted one. Evaluation loaders have a generator of their own.
-        Neither touches torch's global generator, which the tasks use for token masks.
+        :attr:`train_generator` (seeded from the run's seed plus the process's rank, saved in
+        checkpoints), with or without workers; its workers are not persistent, so that a
+        resumed run draws the same samples as an uninterrupted one. Evaluation loaders have a
+        generator of their own. Neither touches torch's global generator, which the tasks use
+        for token masks.
         """
         dataset = self._valid_attribute(f"{split}_dataset", "dataset")
         train = split == "train"
@@ -269,9 +270,22 @@ class MultimodalDataModule(NonGeoDataModule):
         return {"train_generator": self.train_generator.get_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the training loader's random state."""
+        """Restore the training loader's random state.
+
+        A checkpoint holds the state of rank 0; the other processes of a distributed run
+        branch off it with their rank, so that they keep drawing other subsets than rank 0.
+        """
         if "train_generator" in state_dict:
             self.train_generator.set_state(state_dict["train_generator"])
+            rank = self._process_rank()
+            if rank:
+                seed = int(torch.randint(2**62, (), generator=self.train_generator))
+                self.train_generator.manual_seed(seed + rank)
+
+    def _process_rank(self) -> int:
+        """The global rank of this process in a distributed run; 0 without a trainer."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.global_rank if trainer is not None else 0
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Return the batch unchanged (TorchGeo's default would normalize an ``image`` key)."""

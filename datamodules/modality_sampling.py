@@ -26,8 +26,13 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-ModalitySampling = str | float | Mapping[str, float] | Sequence[str]
-"""What :func:`make_modality_sampler` accepts."""
+ModalitySampling = float | str | Mapping[str, float] | Sequence[str]
+"""What :func:`make_modality_sampler` accepts.
+
+``float`` comes first: the command line (jsonargparse) takes the first type of the union that
+parses, so ``--data.init_args.train_modalities=0.5`` (as a W&B sweep agent writes it) gives
+the drop probability 0.5, where ``str`` first gave the unknown rule ``'0.5'``.
+"""
 
 
 def check_modalities(requested: Sequence[str] | None, known: Sequence[str]) -> tuple[str, ...]:

@@ -131,6 +131,9 @@ class TimeBudget(L.Callback):
         cap = trainer.max_epochs
         if cap is not None and cap > 0:
             epochs = min(epochs, cap)
+        # Processes of a distributed run time themselves apart; rank 0's plan is everyone's,
+        # else they would run different epochs and learning-rate schedules (and hang).
+        epochs = trainer.strategy.broadcast(epochs)
         self.planned_epochs = epochs
         trainer.fit_loop.max_epochs = epochs
         for config in trainer.lr_scheduler_configs:
@@ -181,7 +184,8 @@ class TimeBudget(L.Callback):
             return
         projected = now - self.start + epoch_seconds
         last = trainer.current_epoch + 1 >= self.planned_epochs
-        if not last and projected > self.budget * (1 + self.overrun):
+        behind = trainer.strategy.broadcast(projected > self.budget * (1 + self.overrun))
+        if not last and behind:
             rank_zero_info(
                 f"TimeBudget: behind plan, stopping after epoch {trainer.current_epoch} "
                 f"(another epoch would end at {projected / 60:.1f} of "

@@ -1,4 +1,4 @@
-"""Lightning callbacks: exact resumption, reconstruction figures and an end-of-run summary."""
+"""Lightning callbacks: exact resumption, per-process random draws, figures and a run summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 
 class RandomStateCheckpoint(L.Callback):
@@ -60,9 +60,44 @@ class RandomStateCheckpoint(L.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class ProcessRandomState(L.Callback):
+    """Give each process of a distributed run its own random draws: token masks, PatchDropout.
+
+    Every process is seeded alike (``seed_everything``), so the processes of a DDP run would
+    draw the same token masks (and the same PatchDropout) for their different samples: the
+    i-th sample of every process would be masked alike. When training starts (after
+    `RandomStateCheckpoint` has put back a resumed run's states, which are rank 0's), the
+    process of rank r > 0 reseeds torch's, NumPy's and Python's generators with a draw from
+    torch's plus r. Rank 0 keeps its generators, so that a single process draws what
+    it drew before. The training loader's modality subsets and augmentation follow the
+    DataModule's generator, which folds the rank in itself
+    (`datamodules.datamodule.MultimodalDataModule`). The command line adds this callback.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Reseed the generators of the processes of rank > 0."""
+        rank = trainer.global_rank
+        if trainer.world_size < 2 or rank == 0:
+            return
+        seed = int(torch.randint(2**62, ())) + rank
+        torch.manual_seed(seed)  # CPU and every CUDA device
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+
+
 def run_directory(trainer: L.Trainer) -> Path:
-    """Folder of the run: the first logger's version folder, else the trainer's root folder."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """Folder of the run: the first logger's version folder, else the trainer's root folder.
+
+    What ``trainer.log_dir`` names, found without its broadcast from rank 0: that broadcast is
+    a collective that every process must join, and a distributed run would wait for ever when
+    only rank 0 asks (as the callbacks here do, that write files on rank 0 alone).
+    """
+    directory = None
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        plain = isinstance(logger, CSVLogger | TensorBoardLogger)
+        directory = logger.log_dir if plain else logger.save_dir
+    return Path(directory or trainer.default_root_dir)
 
 
 class ReconstructionFigures(L.Callback):

@@ -18,7 +18,8 @@ Besides Lightning's options:
 * ``--time_budget MINUTES`` fits the number of epochs and the learning-rate schedule to a
   wall-clock budget (`fusion.budget.TimeBudget`), as the CPU profiles do.
 
-W&B runs offline unless ``WANDB_MODE`` says otherwise.
+W&B runs offline unless ``WANDB_MODE`` says otherwise, or the run is a trial of a W&B sweep
+(``wandb agent`` sets ``WANDB_SWEEP_ID``), which must report to its sweep.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 from fusion.budget import TimeBudget
+from fusion.callbacks import ProcessRandomState
 from fusion.hardware import choose_precision
 
 
@@ -74,7 +76,8 @@ class FusionCLI(LightningCLI):
         )
 
     def before_fit(self) -> None:
-        """Add the time budget, when one is set."""
+        """Add the time budget, when one is set, and per-process random draws (DDP)."""
+        self.trainer.callbacks.append(ProcessRandomState())
         minutes = self._subcommand_config().get("time_budget")
         if minutes is not None:
             self.trainer.callbacks.append(TimeBudget(minutes))
@@ -82,7 +85,8 @@ class FusionCLI(LightningCLI):
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> FusionCLI:
     """Parse ``args`` (default ``sys.argv``), build model, data and trainer, and run if asked."""
-    os.environ.setdefault("WANDB_MODE", "offline")
+    if "WANDB_SWEEP_ID" not in os.environ:  # a sweep trial reports to the sweep's server
+        os.environ.setdefault("WANDB_MODE", "offline")
     torch.set_float32_matmul_precision("high")
     return FusionCLI(
         L.LightningModule,

@@ -303,7 +303,10 @@ class PretrainTask(L.LightningModule):
         )
         total = reconstruction_total = torch.stack(list(reconstruction.values())).sum()
         batch_size = len(batch["present"])
-        log = partial(self.log, batch_size=batch_size, on_step=stage == "train", on_epoch=True)
+        train = stage == "train"  # evaluation means are averaged over all processes (DDP)
+        log = partial(
+            self.log, batch_size=batch_size, on_step=train, on_epoch=True, sync_dist=not train
+        )
         if self.hparams.contrastive:
             contrastive = self.contrastive_losses(output)
             if contrastive:

@@ -326,7 +326,10 @@ class SegmentationTask(L.LightningModule):
         predictions = self.encode_batch(batch, train=stage == "train")
         losses = self.head.loss(predictions, self.targets(batch))
         batch_size = len(batch["present"])
-        logger = partial(self.log, batch_size=batch_size, on_step=stage == "train", on_epoch=True)
+        train = stage == "train"  # evaluation means are averaged over all processes (DDP)
+        logger = partial(
+            self.log, batch_size=batch_size, on_step=train, on_epoch=True, sync_dist=not train
+        )
         logger(f"{stage}/loss", losses["loss"], prog_bar=True)
         for name in ("class", "mask", "dice"):
             logger(f"{stage}/loss_{name}", losses[name])
@@ -395,7 +398,8 @@ class SegmentationTask(L.LightningModule):
         are left out of the score and counted in ``<stage>/excluded_tiles``.
         """
         batch, excluded = drop_empty_samples(batch)
-        self.log(f"{stage}/excluded_tiles", float(excluded), reduce_fx="sum", batch_size=1)
+        excluded_name = f"{stage}/excluded_tiles"  # summed over the processes too (DDP)
+        self.log(excluded_name, float(excluded), reduce_fx="sum", batch_size=1, sync_dist=True)
         if not len(batch["present"]):
             return
         _, predictions = self.shared_step(batch, stage)

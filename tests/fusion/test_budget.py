@@ -7,9 +7,12 @@ from fusion.budget import TimeBudget
 from fusion.optim import WarmupCosineSchedule
 
 
-def fake_trainer(max_epochs: int = 100, batches: int = 15, val_batches: int = 3):
+def fake_trainer(max_epochs: int = 100, batches: int = 15, val_batches: int = 3, rank_zero=None):
+    """A trainer with what TimeBudget reads; ``rank_zero`` stands for what rank 0 broadcasts."""
     schedule = WarmupCosineSchedule(warmup_steps=150, total_steps=1500)
+    broadcast = (lambda obj, src=0: obj) if rank_zero is None else rank_zero
     return SimpleNamespace(
+        strategy=SimpleNamespace(broadcast=broadcast),
         num_training_batches=batches,
         val_dataloaders=object() if val_batches else None,
         num_val_batches=[val_batches],
@@ -70,3 +73,18 @@ def test_first_epoch_replans_with_its_real_time() -> None:
     trainer.current_epoch = 1
     budget.on_train_epoch_end(trainer, None)
     assert budget.planned_epochs == 7
+
+
+def test_every_process_follows_the_plan_of_rank_zero() -> None:
+    """In a distributed run the processes time themselves apart; rank 0's plan counts."""
+    rank_zero_plan = {int: 4, bool: False}  # what rank 0 broadcasts, by type of the decision
+    trainer, schedule = fake_trainer(rank_zero=lambda obj, src=0: rank_zero_plan[type(obj)])
+    budget = TimeBudget(10)
+    assert planned(budget, trainer, elapsed=60, step=2.0, validation=10.0) == 4  # alone: 13
+    assert trainer.fit_loop.max_epochs == 4 and schedule.total_steps == 4 * 15
+    # This process is far behind its budget, rank 0 is not: it does not stop alone.
+    budget._replanned = True
+    budget.start = time.monotonic() - 590
+    budget._epoch_start = time.monotonic() - 80
+    budget.on_train_epoch_end(trainer, None)
+    assert not getattr(trainer, "should_stop", False)
