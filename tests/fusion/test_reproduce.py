@@ -139,7 +139,7 @@ def test_protocol_runs_every_stage_and_writes_the_tables(tmp_path: Path, fake_py
     assert rows[1] == ["s1+s2", "0.5000", "0.7000", "0.7000", "0.7000"]
     ablations = (out / "quad" / "table_ablations.md").read_text()
     assert "| w/o Mask | w/o Random | w/o Attention | w/ all |" in ablations
-    assert "| s1, s2 | **0.700** |" in ablations
+    assert "| S1, S2 | **0.700** |" in ablations
     assert (out / "quad" / "table_main.png").stat().st_size > 0
 
 
@@ -161,7 +161,7 @@ def test_failed_stage_keeps_the_others_and_rerun_only_repeats_it(
     }
     assert "fit.log" in json.loads((out / "pretrain_g" / "stage.json").read_text())["message"]
     main_table = (out / "table_main.md").read_text()
-    assert "| s1, s2 | 0.500 | **0.700** | - | **0.700** |" in main_table
+    assert "| S1, S2 | 0.500 | **0.700** | - | **0.700** |" in main_table
 
     first = len(calls(tmp_path))
     monkeypatch.delenv("FAKE_FAIL")
