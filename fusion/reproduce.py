@@ -451,9 +451,7 @@ def write_table(
             values = [scores[title].get(row) for title in titles]
             shown = [None if v is None else f"{v:.3f}" for v in values]
             best = max((float(v) for v in shown if v is not None), default=None)
-            cells = [
-                "-" if v is None else (f"**{v}**" if float(v) == best else v) for v in shown
-            ]
+            cells = ["-" if v is None else (f"**{v}**" if float(v) == best else v) for v in shown]
             lines.append(f"| {row.replace('+', ', ').upper()} | " + " | ".join(cells) + " |")
             writer.writerow([row, *("" if v is None else f"{v:.4f}" for v in values)])
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
