@@ -25,18 +25,9 @@ import torch
 from datamodules import QuadrupletsDataModule
 from fusion.tasks import PretrainTask, SegmentationTask
 from tests.data.quadruplets.data import write_quadruplets
+from tests.tiny_models import TINY_BACKBONE, TINY_DECODER, TINY_HEAD
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_BACKBONE = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
-TINY_DECODER = {"decoder_dim": 32, "decoder_heads": 2}
-TINY_HEAD = {
-    "hidden_dim": 32,
-    "decoder_heads": 4,
-    "encoder_feedforward_dim": 64,
-    "decoder_feedforward_dim": 64,
-    "train_num_points": 256,
-    "num_queries": 4,
-}
 MODALITIES = {"s1": 2, "s2": 4, "dem": 1, "dnw": ("categorical", 9)}
 BATCH = 2  # per process; 8 training tiles -> 2 batches per process and epoch
 LIGHTNING_LAUNCHER = [sys.executable, "-m", "fusion"]

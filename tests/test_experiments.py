@@ -9,17 +9,9 @@ import pytest
 
 from fusion.cli import main
 from tests.data.sen1floods11.data import write_sen1floods11
+from tests.tiny_models import TINY_BACKBONE, TINY_HEAD
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_BACKBONE = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 4, "num_heads": 2}
-TINY_HEAD = {
-    "hidden_dim": 32,
-    "decoder_heads": 4,
-    "encoder_feedforward_dim": 64,
-    "decoder_feedforward_dim": 64,
-    "train_num_points": 256,
-    "num_queries": 4,
-}
 SEGMENTATION = {
     "segment_quad": "quadruplets",
     "segment_dfc2023_instance": "dfc2023",

@@ -21,21 +21,12 @@ import yaml
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
 from fusion.cli import build_cli, main
+from tests.tiny_models import TINY_BACKBONE, TINY_DECODER, TINY_HEAD
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "experiments/sweeps").glob("*.yaml"))
 METHODS = {"grid", "random", "bayes"}
 DISTRIBUTIONS = {"uniform", "int_uniform", "log_uniform_values", "categorical", "constant"}
-TINY_BACKBONE = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
-TINY_DECODER = {"decoder_dim": 32, "decoder_heads": 2}
-TINY_HEAD = {
-    "hidden_dim": 32,
-    "decoder_heads": 4,
-    "encoder_feedforward_dim": 64,
-    "decoder_feedforward_dim": 64,
-    "train_num_points": 256,
-    "num_queries": 4,
-}
 
 
 def load_sweep(path: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.transform import from_origin
+from rasterio.transform import Affine, from_origin
 
 
 def write_tif(
@@ -17,8 +17,12 @@ def write_tif(
     origin: tuple[float, float] = (500000.0, 5000000.0),
     pixel: float = 10.0,
     nodata: float | None = None,
+    transform: Affine | None = None,
 ) -> Path:
-    """Write ``data`` ([C, H, W] or [H, W]) as a north-up GeoTIFF and return its path."""
+    """Write ``data`` ([C, H, W] or [H, W]) as a GeoTIFF and return its path.
+
+    North-up from ``origin`` (west, north) with square ``pixel``s, unless ``transform`` is given.
+    """
     data = data[None] if data.ndim == 2 else data
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
@@ -30,7 +34,7 @@ def write_tif(
         count=data.shape[0],
         dtype=data.dtype,
         crs=CRS.from_string(crs) if crs else None,
-        transform=from_origin(*origin, pixel, pixel),
+        transform=transform or from_origin(*origin, pixel, pixel),
         nodata=nodata,
     ) as dst:
         dst.write(data)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
 import yaml
-from rasterio.crs import CRS
-from rasterio.transform import from_origin
+from rasterio.transform import Affine, from_origin
 from rasterio.warp import transform, transform_bounds
 
 from fusion.tasks import SegmentationTask
+from tests.data.geotiff import write_tif
 
 UTM = "EPSG:32633"
 ORIGIN = (500000.0, 5000000.0)  # x, y of the reference's upper-left corner, metres
@@ -116,19 +115,6 @@ def write_s2(
     return write(path, data, "EPSG:4326", from_origin(west, north, step, step), nodata=0)
 
 
-def write(path: Path, data: np.ndarray, crs: str, affine, nodata: float | None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        crs=CRS.from_string(crs),
-        transform=affine,
-        nodata=nodata,
-    ) as dst:
-        dst.write(data)
-    return path
+def write(path: Path, data: np.ndarray, crs: str, affine: Affine, nodata: float | None) -> Path:
+    """Writes ``data`` [C, H, W] as a GeoTIFF in ``crs`` with the ``affine`` transform."""
+    return write_tif(path, data, crs=crs, nodata=nodata, transform=affine)
