@@ -197,6 +197,7 @@ class Protocol:
         self.python = python
         self.stages = [stage for name in self.datasets for stage in dataset_stages(name)]
         self.evaluate_seconds: dict[str, float] = {}  # dataset -> last measured evaluation
+        self.segment_minutes: dict[str, float] = {}  # dataset -> training budget of its first
 
     def stage_dir(self, stage: Stage) -> Path:
         """Results folder of a stage."""
@@ -266,13 +267,20 @@ class Protocol:
 
         Every remaining stage gets an equal share of the time left; a segmentation stage
         spends part of its share on evaluation (the last evaluation of the same dataset, or a
-        minute before the first) and on starting two processes (about 20 s each).
+        minute before the first) and on starting two processes (about 20 s each). The columns
+        of one table must be comparable, so no segmentation stage of a dataset trains longer
+        than its first one did: time saved by a quicker evaluation than expected is left over
+        rather than given to later columns (it is given back only when stages run behind).
         """
         share = left_seconds / max(len(remaining), 1)
         overhead = 20.0
         if stage.kind == "segment":
             overhead += 20.0 + self.evaluate_seconds.get(stage.dataset, 60.0)
-        return max((share - overhead) / 60.0, 0.5)
+        minutes = max((share - overhead) / 60.0, 0.5)
+        if stage.kind == "segment":
+            first = self.segment_minutes.setdefault(stage.dataset, minutes)
+            minutes = min(minutes, first)
+        return minutes
 
     def run_logged(self, command: list[str], log: Path) -> int:
         """Runs a command with its output in ``log``; returns its exit code."""

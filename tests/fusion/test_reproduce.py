@@ -102,10 +102,21 @@ def test_budget_share_shrinks_with_the_time_left(tmp_path: Path) -> None:
     protocol = Protocol(["sen1floods11"], 30.0, tmp_path, tmp_path)
     stages = protocol.stages
     full = protocol.plan_minutes(stages[0], stages, 30 * 60.0)
-    late = protocol.plan_minutes(stages[0], stages, 10 * 60.0)
-    assert 0.5 <= late < full < 30.0 / len(stages)  # evaluation and start-up come off
+    assert full < 30.0 / len(stages)  # evaluation and start-up come off
+    late = protocol.plan_minutes(stages[1], stages[1:], 5 * 60.0)
+    assert 0.5 <= late < full
     protocol.evaluate_seconds["sen1floods11"] = 200.0  # a slow evaluation measured
-    assert protocol.plan_minutes(stages[0], stages, 30 * 60.0) < full
+    assert protocol.plan_minutes(stages[1], stages[1:], 30 * 60.0) < full
+
+
+def test_later_columns_never_train_longer_than_the_first(tmp_path: Path) -> None:
+    protocol = Protocol(["sen1floods11", "quad"], 60.0, tmp_path, tmp_path)
+    floods = [stage for stage in protocol.stages if stage.dataset == "sen1floods11"]
+    first = protocol.plan_minutes(floods[0], floods, 20 * 60.0)
+    protocol.evaluate_seconds["sen1floods11"] = 5.0  # evaluation quicker than expected
+    assert protocol.plan_minutes(floods[1], floods[1:], 20 * 60.0) == first
+    quad = next(stage for stage in protocol.stages if stage.dataset == "quad")
+    assert protocol.plan_minutes(quad, [quad], 20 * 60.0) > first  # each dataset its own
 
 
 def test_protocol_runs_every_stage_and_writes_the_tables(tmp_path: Path, fake_python: Path) -> None:
