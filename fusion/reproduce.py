@@ -443,7 +443,11 @@ def write_table(
     titles: Sequence[str],
     scores: dict[str, dict[str, float]],
 ) -> list[Path]:
-    """One comparison as ``<stem>.md``, ``<stem>.csv`` and ``<stem>.png``."""
+    """One comparison as ``<stem>.md``, ``<stem>.csv`` and ``<stem>.png``.
+
+    The Markdown table ends with each column's mean over the subsets (the mean score when the
+    available modalities are a uniformly random non-empty subset).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -462,6 +466,12 @@ def write_table(
             cells = ["-" if v is None else (f"**{v}**" if float(v) == best else v) for v in shown]
             lines.append(f"| {row.replace('+', ', ').upper()} | " + " | ".join(cells) + " |")
             writer.writerow([row, *("" if v is None else f"{v:.4f}" for v in values)])
+    means = []
+    for title in titles:
+        values = [scores[title][row] for row in rows if row in scores[title]]
+        complete = len(values) == len(rows)
+        means.append(f"{sum(values) / len(values):.3f}" if values and complete else "-")
+    lines.append("| *mean over the subsets* | " + " | ".join(means) + " |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
     figure, axis = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) * len(titles) / 2), 3.6))

@@ -151,6 +151,7 @@ def test_protocol_runs_every_stage_and_writes_the_tables(tmp_path: Path, fake_py
     ablations = (out / "quad" / "table_ablations.md").read_text()
     assert "| w/o Mask | w/o Random | w/o Attention | w/ all |" in ablations
     assert "| S1, S2 | **0.700** |" in ablations
+    assert "| *mean over the subsets* | 0.400 | 0.400 | 0.400 | 0.400 |" in ablations
     assert (out / "quad" / "table_main.png").stat().st_size > 0
 
 
@@ -173,6 +174,7 @@ def test_failed_stage_keeps_the_others_and_rerun_only_repeats_it(
     assert "fit.log" in json.loads((out / "pretrain_g" / "stage.json").read_text())["message"]
     main_table = (out / "table_main.md").read_text()
     assert "| S1, S2 | 0.500 | **0.700** | - | **0.700** |" in main_table
+    assert main_table.endswith("| *mean over the subsets* | 0.333 | 0.400 | - | 0.400 |\n")
 
     first = len(calls(tmp_path))
     monkeypatch.delenv("FAKE_FAIL")
