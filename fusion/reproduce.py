@@ -332,6 +332,10 @@ class Protocol:
 
         deadline = time.monotonic() + self.budget_minutes * 60.0
         todo = [stage for stage in self.stages if not self.is_done(stage)]
+        for stage in self.stages:  # a rerun keeps the columns' budget of the first run
+            record = self.record(stage)
+            if stage.kind == "segment" and record is not None and record.status == "done":
+                self.segment_minutes.setdefault(stage.dataset, record.budget_minutes)
         hardware = detect_hardware()
         protocol = {
             "budget_minutes": self.budget_minutes,
