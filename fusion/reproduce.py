@@ -228,11 +228,8 @@ class Protocol:
             command += ["--config", str(config)]
         command += list(stage.args)
         command += self.common_args(stage)
-        logger = {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": str(self.runs_dir / stage.dataset), "name": stage.name},
-        }
-        command += ["--trainer.logger", json.dumps(logger), "--time_budget", f"{minutes:.2f}"]
+        command += self.logger_args(stage.dataset, stage.name)
+        command += ["--time_budget", f"{minutes:.2f}"]
         command += ["--trainer.enable_progress_bar", "false"]
         if stage.pretrained_from is not None:
             source = self.record(self.stage_by_name(stage.dataset, stage.pretrained_from))
@@ -246,12 +243,16 @@ class Protocol:
         for config in (protocol.segment_config, SEGMENT_PROFILE):
             command += ["--config", str(config)]
         command += list(stage.args) + self.common_args(stage)
+        command += self.logger_args(stage.dataset, "evaluate")
+        return command + ["--ckpt_path", checkpoint, "--out_dir", str(self.stage_dir(stage))]
+
+    def logger_args(self, dataset: str, name: str) -> list[str]:
+        """A CSV logger writing to ``runs_dir/<dataset>/<name>`` (no W&B)."""
         logger = {
             "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": str(self.runs_dir / stage.dataset), "name": "evaluate"},
+            "init_args": {"save_dir": str(self.runs_dir / dataset), "name": name},
         }
-        command += ["--trainer.logger", json.dumps(logger)]
-        return command + ["--ckpt_path", checkpoint, "--out_dir", str(self.stage_dir(stage))]
+        return ["--trainer.logger", json.dumps(logger)]
 
     def common_args(self, stage: Stage) -> list[str]:
         """The data root, when the dataset has one."""

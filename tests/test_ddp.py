@@ -25,7 +25,13 @@ import torch
 from datamodules import QuadrupletsDataModule
 from fusion.tasks import PretrainTask, SegmentationTask
 from tests.data.quadruplets.data import write_quadruplets
-from tests.tiny_models import TINY_BACKBONE, TINY_DECODER, TINY_HEAD
+from tests.tiny_models import (
+    TINY_BACKBONE,
+    TINY_DECODER,
+    TINY_HEAD,
+    model_arguments,
+    quiet_run_arguments,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MODALITIES = {"s1": 2, "s2": 4, "dem": 1, "dnw": ("categorical", 9)}
@@ -47,19 +53,12 @@ def run_two_processes(
 
     The whole process group is killed if the run takes more than five minutes (a hang).
     """
-    logger = [
-        {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": str(out), "name": "run"},
-        }
-    ]
     probe = {"class_path": "tests.ddp_probe.RecordRank", "init_args": {"out_dir": str(out)}}
     args = [*launcher, "fit", "--config", f"experiments/{config}.yaml"]
     args += ["--config", "experiments/ddp.yaml", "--data.root", str(root)]
     args += ["--data.init_args.image_size", "32", "--data.init_args.batch_size", str(BATCH)]
     args += ["--data.init_args.num_workers", "0"]
-    for key, value in sizes.items():
-        args += [f"--model.init_args.{key}", str(value)]
+    args += model_arguments(sizes) + quiet_run_arguments(out, "run")
     args += [
         "--trainer.accelerator", "cpu",
         "--trainer.devices", "2",
@@ -67,10 +66,6 @@ def run_two_processes(
         "--trainer.precision", "32-true",
         "--trainer.max_epochs", "10",
         "--trainer.num_sanity_val_steps", "0",
-        "--trainer.logger", json.dumps(logger),
-        "--trainer.default_root_dir", str(out),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
         f"--trainer.callbacks+={json.dumps(probe)}",
         *extra,
     ]  # fmt: skip

@@ -2,14 +2,13 @@
 evaluation command scores a checkpoint on every modality subset."""
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
 
 from fusion.cli import main
 from tests.data.sen1floods11.data import write_sen1floods11
-from tests.tiny_models import TINY_BACKBONE, TINY_HEAD
+from tests.tiny_models import TINY_BACKBONE, TINY_HEAD, model_arguments, quiet_run_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 SEGMENTATION = {
@@ -31,12 +30,6 @@ def data_roots(quadruplets_root: Path, dfc2023_root: Path, tmp_path: Path) -> di
 
 
 def tiny_args(config: str, root: Path, run_dir: Path, *overlays: str) -> list[str]:
-    logger = [
-        {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": str(run_dir), "name": "run"},
-        }
-    ]
     args = ["--config", str(REPO / f"experiments/{config}.yaml")]
     for overlay in overlays:
         args += ["--config", str(REPO / f"experiments/{overlay}.yaml")]
@@ -44,14 +37,8 @@ def tiny_args(config: str, root: Path, run_dir: Path, *overlays: str) -> list[st
     args += ["--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0"]
     if "sen1floods11" in config:
         args += ["--data.init_args.tile_size", "16", "--data.init_args.stride", "16"]
-    for key, value in {**TINY_BACKBONE, **TINY_HEAD}.items():
-        args += [f"--model.init_args.{key}", str(value)]
-    return args + [
-        "--trainer.logger", json.dumps(logger),
-        "--trainer.default_root_dir", str(run_dir),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-    ]  # fmt: skip
+    args += model_arguments({**TINY_BACKBONE, **TINY_HEAD})
+    return args + quiet_run_arguments(run_dir, "run")
 
 
 RUN_SETTINGS = {  # run overlay -> (backbone variant, training modality sampling)

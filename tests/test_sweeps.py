@@ -9,7 +9,6 @@ with ``WANDB_MODE=offline``, the data root from ``FUSION_DATA_ROOT`` as in the R
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -21,7 +20,13 @@ import yaml
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
 from fusion.cli import build_cli, main
-from tests.tiny_models import TINY_BACKBONE, TINY_DECODER, TINY_HEAD
+from tests.tiny_models import (
+    TINY_BACKBONE,
+    TINY_DECODER,
+    TINY_HEAD,
+    model_arguments,
+    quiet_run_arguments,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "experiments/sweeps").glob("*.yaml"))
@@ -91,20 +96,7 @@ def tiny_overrides(sweep: dict[str, Any], run_dir: Path) -> list[str]:
     sizes = {**TINY_BACKBONE, **(TINY_HEAD if is_segmentation(sweep) else TINY_DECODER)}
     args = ["--data.init_args.image_size", "32", "--data.init_args.batch_size", "2"]
     args += ["--data.init_args.num_workers", "0"]
-    for key, value in sizes.items():
-        args += [f"--model.init_args.{key}", str(value)]
-    logger = [
-        {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": str(run_dir), "name": "sweep"},
-        }
-    ]
-    return args + [
-        "--trainer.logger", json.dumps(logger),
-        "--trainer.default_root_dir", str(run_dir),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-    ]  # fmt: skip
+    return args + model_arguments(sizes) + quiet_run_arguments(run_dir, "sweep")
 
 
 def trial_arguments(
