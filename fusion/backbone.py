@@ -399,6 +399,19 @@ class MaskedFusionViT(nn.Module):
         visibility = token_visibility(
             names, self.modality_names, present, visible, batch, length, device
         )
+        fusion = (self.fusion_tokens_for(grid_size) + pos_embed).expand(batch, -1, -1)
+        if pack is None:
+            pack = visible is not None
+        if pack:  # only the visible patches are embedded: hidden ones cost nothing
+            if visibility is None:
+                visibility = torch.ones(batch, len(names), length, dtype=torch.bool, device=device)
+            packed = PackedLayout(visibility)
+            parts = []
+            for i, name in enumerate(names):
+                patches = packed.visible_patches(i)  # [N_i], b * L + l
+                tokens = self.patch_embeds[name](inputs[name], patches)
+                parts.append(tokens + pos_embed[patches % length])
+            return FusionTokens(fusion, packed.arrange_parts(parts), packed, names, grid_size)
         if visibility is not None:  # no-data values under hidden tokens must not leak
             inputs = {
                 name: (
@@ -410,16 +423,8 @@ class MaskedFusionViT(nn.Module):
             }
         modality = torch.stack([self.patch_embeds[name](inputs[name]) for name in names], dim=1)
         modality = modality + pos_embed  # [B, M, L, D]
-        fusion = (self.fusion_tokens_for(grid_size) + pos_embed).expand(batch, -1, -1)
-        if pack is None:
-            pack = visible is not None
-        if pack:
-            if visibility is None:
-                visibility = torch.ones(batch, len(names), length, dtype=torch.bool, device=device)
-            layout: TokenLayout = PackedLayout(visibility)
-        else:
-            layout = GridLayout(visibility, batch, len(names), length, device)
-        return FusionTokens(fusion, layout.arrange(modality), layout, names, grid_size)
+        layout = GridLayout(visibility, batch, len(names), length, device)
+        return FusionTokens(fusion, modality, layout, names, grid_size)
 
     def forward_blocks(
         self, tokens: FusionTokens, num_blocks: int | None = None

@@ -98,9 +98,7 @@ class ModalityAttention(nn.Module):
         weights = logits.softmax(dim=1).to(value_m.dtype)
         # Values: the visible tokens' go back to their positions and sum there.
         weights_m = layout.arrange(weights[:, 2:])  # [B, G, T, H]
-        gathered_m = layout.scatter(
-            (weights_m[..., None] * value_m).flatten(3), fill=value_m.new_zeros(dim)
-        ).sum(dim=1)  # [B, L, D]
+        gathered_m = layout.sum_per_position((weights_m[..., None] * value_m).flatten(3))
         gathered = weights[:, 0, ..., None] * value_f + weights[:, 1, ..., None] * value_mask
         gathered = gathered.flatten(2) + gathered_m
         fusion = fusion + self.drop_path(self.proj(gathered))

@@ -25,14 +25,17 @@ class PatchEmbed(nn.Module):
         self.in_channels = in_channels
         self.proj = nn.Conv2d(in_channels, embed_dim, patch_size, stride=patch_size)
 
-    def forward(self, image: Tensor) -> Tensor:
-        """Embeds a raster.
+    def forward(self, image: Tensor, patches: Tensor | None = None) -> Tensor:
+        """Embeds a raster, or only some of its patches.
 
         Args:
             image: Float raster [B, C, H, W], H and W divisible by P.
+            patches: Optional flat patch indices [N] (b * L + row-major position) to embed;
+                the others are never read, so they cost nothing (and may hold anything).
 
         Returns:
-            Tokens [B, L, D], L = (H/P) * (W/P), patches in row-major order.
+            Tokens [B, L, D], L = (H/P) * (W/P), patches in row-major order; or [N, D] for
+            ``patches``.
         """
         if image.ndim != 4 or image.shape[1] != self.in_channels:
             raise ValueError(
@@ -44,7 +47,29 @@ class PatchEmbed(nn.Module):
                 f"modality {self.name!r} is continuous and expects a float tensor, "
                 f"got {image.dtype}"
             )
-        return self.proj(image).flatten(2).transpose(1, 2)
+        if patches is None:
+            return self.proj(image).flatten(2).transpose(1, 2)
+        pixels = select_patches(image, patches, self.proj.kernel_size[0])  # [N, C, P, P]
+        return F.linear(pixels.flatten(1), self.proj.weight.flatten(1), self.proj.bias)
+
+
+def select_patches(raster: Tensor, patches: Tensor, patch_size: int) -> Tensor:
+    """Copies some patches out of a raster, reading nothing else.
+
+    Args:
+        raster: [B, C, H, W], H and W divisible by P.
+        patches: Flat patch indices [N], b * L + row-major position, L = (H/P) * (W/P).
+        patch_size: P.
+
+    Returns:
+        The patches' pixels, [N, C, P, P].
+    """
+    batch, channels, height, width = raster.shape
+    rows, cols = height // patch_size, width // patch_size
+    grid = raster.view(batch, channels, rows, patch_size, cols, patch_size)
+    grid = grid.permute(0, 2, 4, 1, 3, 5)  # [B, rows, cols, C, P, P], a view
+    sample, position = patches // (rows * cols), patches % (rows * cols)
+    return grid[sample, position // cols, position % cols]
 
 
 class CategoricalPatchEmbed(nn.Module):
@@ -79,15 +104,17 @@ class CategoricalPatchEmbed(nn.Module):
         self.class_embed = nn.Embedding(num_classes, class_dim)
         self.proj = nn.Conv2d(class_dim, embed_dim, patch_size, stride=patch_size)
 
-    def forward(self, class_map: Tensor) -> Tensor:
-        """Embeds a class-id map.
+    def forward(self, class_map: Tensor, patches: Tensor | None = None) -> Tensor:
+        """Embeds a class-id map, or only some of its patches.
 
         Args:
             class_map: Integer class ids [B, H, W] or [B, 1, H, W] in 0..n (n: no data), H and W
                 divisible by P.
+            patches: Optional flat patch indices [N] (b * L + row-major position) to embed.
 
         Returns:
-            Tokens [B, L, D], L = (H/P) * (W/P), patches in row-major order.
+            Tokens [B, L, D], L = (H/P) * (W/P), patches in row-major order; or [N, D] for
+            ``patches``.
         """
         if class_map.ndim == 4 and class_map.shape[1] == 1:
             class_map = class_map[:, 0]
@@ -114,9 +141,13 @@ class CategoricalPatchEmbed(nn.Module):
         dtype = (
             torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
         )
-        classes = torch.arange(self.num_classes, device=class_map.device)
+        classes = torch.arange(self.num_classes, device=class_map.device)[:, None, None]
+        if patches is not None:
+            ids = select_patches(class_map[:, None], patches, self.patch_size)  # [N, 1, P, P]
+            one_hot = (ids == classes).to(dtype)  # [N, n, P, P]; no data matches no class
+            return F.linear(one_hot.flatten(1), weight.flatten(1), self.proj.bias)
         # [B, n, H, W]; the no-data id n matches no class: an all-zero column.
-        one_hot = (class_map[:, None] == classes[:, None, None]).to(dtype)
+        one_hot = (class_map[:, None] == classes).to(dtype)
         tokens = F.conv2d(one_hot, weight, self.proj.bias, stride=self.patch_size)
         return tokens.flatten(2).transpose(1, 2)
 
@@ -133,7 +164,8 @@ def build_patch_embed(
         class_dim: Width of the class embedding of categorical modalities.
 
     Returns:
-        A module mapping the modality's raster to tokens [B, L, D].
+        A module mapping the modality's raster to tokens [B, L, D] (or, given flat patch
+        indices [N], to the tokens of those patches, [N, D]).
     """
     if spec.is_categorical:
         assert spec.num_classes is not None

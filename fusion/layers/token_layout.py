@@ -20,6 +20,7 @@ attention masks say which keys each query may use (True = may attend, as in
 followed by the modality block flattened group-major (G*T).
 """
 
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Protocol
 
@@ -47,6 +48,10 @@ class TokenLayout(Protocol):
 
     def per_token(self, values: Tensor) -> Tensor:
         """Per-position values [B, L, C] -> the value at each token's position, [B, G, T, C]."""
+        ...
+
+    def sum_per_position(self, tokens: Tensor) -> Tensor:
+        """Layout tokens [B, G, T, C] -> the sum of the visible ones at each position, [B, L, C]."""
         ...
 
     @property
@@ -117,6 +122,12 @@ class GridLayout:
         batch, modalities, positions = self.shape
         return values[:, None].expand(batch, modalities, positions, values.shape[-1])
 
+    def sum_per_position(self, tokens: Tensor) -> Tensor:
+        """Sums the visible tokens of [B, M, L, C] over the modalities: [B, L, C]."""
+        if self._visible is None:
+            return tokens.sum(dim=1)
+        return torch.where(self._visible[..., None], tokens, 0.0).sum(dim=1)
+
     @cached_property
     def key_mask(self) -> Tensor | None:
         """Fusion keys always, modality keys where visible: [B, 1, 1, L + M*L] or None."""
@@ -182,6 +193,20 @@ class PackedLayout:
         padded_target = torch.where(self.token_valid, order, slots)
         self._scatter_rows = (samples * (slots + 1) + padded_target).flatten()
         self._position_rows = (samples * positions + self.positions).flatten()
+        # For embedding only the visible patches: each modality's visible patches as flat
+        # indices b * L + l (sample-major), and for every packed token its row among the
+        # modalities' patches stacked in order (padding: one extra zero row after them).
+        by_modality = visible.transpose(0, 1).reshape(modalities, batch * positions)
+        self._visible_patches = [flags.nonzero().squeeze(1) for flags in by_modality]
+        totals = by_modality.sum(dim=1)  # [M]
+        ranks = by_modality.cumsum(dim=1) - 1 + (totals.cumsum(dim=0) - totals)[:, None]
+        ranks = ranks.view(modalities, batch, positions).transpose(0, 1).flatten(1)  # [B, M*L]
+        padded_rank = torch.where(self.token_valid, ranks.gather(1, order), int(totals.sum()))
+        self._part_rows = padded_rank.flatten()
+        # Into a [B * L + 1] grid of positions whose extra row collects the padding.
+        self._sum_rows = torch.where(
+            self.token_valid.flatten(), self._position_rows, batch * positions
+        )
 
     @property
     def visible(self) -> Tensor:
@@ -196,6 +221,21 @@ class PackedLayout:
         if bool(self.token_valid.all()):
             return packed
         return torch.where(self.token_valid[:, None, :, None], packed, 0.0)
+
+    def visible_patches(self, modality: int) -> Tensor:
+        """The visible patches of one of the M modalities, flat b * L + l in order: [N_m]."""
+        return self._visible_patches[modality]
+
+    def arrange_parts(self, parts: Sequence[Tensor]) -> Tensor:
+        """Packs per-modality tokens into [B, 1, T, C], zeros as padding.
+
+        Args:
+            parts: For each of the M modalities, the tokens of its `visible_patches`,
+                [N_m, C].
+        """
+        batch, channels = self.shape[0], parts[0].shape[-1]
+        rows = torch.cat([*parts, parts[0].new_zeros(1, channels)])
+        return rows.index_select(0, self._part_rows).view(batch, 1, -1, channels)
 
     def scatter(self, tokens: Tensor, fill: Tensor) -> Tensor:
         """Unpacks [B, 1, T, C] onto the grid [B, M, L, C], ``fill`` [C] where not visible."""
@@ -214,6 +254,14 @@ class PackedLayout:
         channels = values.shape[-1]
         packed = values.reshape(-1, channels).index_select(0, self._position_rows)
         return packed.view(batch, 1, -1, channels)
+
+    def sum_per_position(self, tokens: Tensor) -> Tensor:
+        """Sums the packed tokens [B, 1, T, C] of each position: [B, L, C] (no full grid)."""
+        batch, _, positions = self.shape
+        channels = tokens.shape[-1]
+        sums = tokens.new_zeros(batch * positions + 1, channels)
+        sums = sums.index_add(0, self._sum_rows, tokens.reshape(-1, channels))
+        return sums[:-1].view(batch, positions, channels)
 
     @cached_property
     def key_mask(self) -> Tensor | None:

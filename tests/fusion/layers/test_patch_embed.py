@@ -46,3 +46,21 @@ def test_factory_picks_the_kind() -> None:
     categorical = ModalitySpec("m", kind="categorical", num_classes=3)
     assert isinstance(build_patch_embed(categorical, 8, 4), CategoricalPatchEmbed)
     assert isinstance(build_patch_embed(ModalitySpec("s", channels=2), 8, 4), PatchEmbed)
+
+
+@pytest.mark.parametrize("categorical", [False, True], ids=["continuous", "categorical"])
+def test_embedding_chosen_patches_reads_nothing_else(categorical: bool) -> None:
+    torch.manual_seed(0)
+    if categorical:
+        embed = CategoricalPatchEmbed("dnw", num_classes=5, embed_dim=12, patch_size=4)
+        raster = torch.randint(0, 6, (2, 8, 12))
+    else:
+        embed = PatchEmbed("s2", in_channels=3, embed_dim=12, patch_size=4)
+        raster = torch.randn(2, 3, 8, 12)
+    patches = torch.tensor([0, 4, 5, 7, 11])  # b * 6 + row-major position
+    expected = embed(raster).reshape(12, 12)[patches]
+    torch.testing.assert_close(embed(raster, patches), expected)
+    if not categorical:  # pixels of other patches are never read: NaN there stays there
+        spoiled = raster.clone().view(2, 3, 2, 4, 3, 4)
+        spoiled[0, :, 0, :, 1] = float("nan")  # patch 1 of sample 0, not chosen
+        torch.testing.assert_close(embed(spoiled.view(2, 3, 8, 12), patches), expected)

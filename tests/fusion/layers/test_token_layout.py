@@ -61,3 +61,24 @@ def test_grid_masks_only_when_needed() -> None:
     assert mask.shape == (6, 1, 1, 4)
     assert mask[0, 0, 0].tolist() == [True, False, True, True]
     assert mask[5].all()  # the absent sequence may attend all of its own keys
+
+
+def test_packed_parts_and_sums_per_position() -> None:
+    visible = torch.tensor(
+        [
+            [[True, False, True], [False, True, False]],
+            [[False, False, False], [True, False, True]],
+        ]
+    )  # [B=2, M=2, L=3]
+    layout = PackedLayout(visible)
+    # Visible patches of each modality, flat b * L + l.
+    assert layout.visible_patches(0).tolist() == [0, 2]
+    assert layout.visible_patches(1).tolist() == [1, 3, 5]
+    grid = torch.arange(1.0, 13.0).view(2, 2, 3, 1)  # [B, M, L, 1], by flat index + 1
+    parts = [grid[:, m].reshape(-1, 1)[layout.visible_patches(m)] for m in range(2)]
+    torch.testing.assert_close(layout.arrange_parts(parts), layout.arrange(grid))
+    # Sums of the visible tokens of both modalities at each position.
+    expected = torch.where(visible[..., None], grid, 0.0).sum(dim=1)  # [B, L, 1]
+    torch.testing.assert_close(layout.sum_per_position(layout.arrange(grid)), expected)
+    on_grid = GridLayout(visible, 2, 2, 3, torch.device("cpu"))
+    torch.testing.assert_close(on_grid.sum_per_position(grid), expected)
