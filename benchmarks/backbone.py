@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from benchmarks.machine import training_precision
 from fusion import FusionOutput, MaskedFusionViT
+from fusion.hardware import PrecisionChoice
 from fusion.masking import sample_visible_tokens
 
 BATCH = 8
@@ -191,6 +192,11 @@ def measure_in_child(precision: str, repeats: int, warmup: int) -> dict[str, lis
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def precisions_to_measure(choice: PrecisionChoice) -> list[str]:
+    """fp32 always (the reference), bf16 only where training uses it (native bf16 products)."""
+    return ["fp32", "bf16"] if choice.precision == "bf16-mixed" else ["fp32"]
+
+
 def print_table(times: dict[str, dict[str, list[float]]], repeats: int, warmup: int) -> None:
     """Prints median times and ratios, one column pair per measured precision."""
     precisions = list(times)
@@ -227,7 +233,7 @@ def main(argv: Sequence[str] = ()) -> None:
         times = {args.precision: measure_precision(args.precision, args.repeats, args.warmup)}
     else:
         choice = training_precision()
-        precisions = ["fp32"] + (["bf16"] if choice.precision == "bf16-mixed" else [])
+        precisions = precisions_to_measure(choice)
         if len(precisions) == 1:
             print(f"\nBackbone: bf16 left out: training here runs {choice.precision}")
             print(f"  ({choice.reason})")
