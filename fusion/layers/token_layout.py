@@ -9,9 +9,9 @@ tokens as a block [B, G, T, D] whose shape depends on the layout:
 * `PackedLayout` (G = 1, T = the most visible tokens of any sample): only visible tokens are
   kept, packed per sample into one sequence padded with zeros to the batch maximum, with
   per-token modality ids and positions. Hidden tokens cost no compute, as MultiMAE pretraining
-  needs. The visible tokens of one (sample, modality) are contiguous: a segment.
-  Attention within a modality runs over these segments (`Segments`), never over a dense
-  per-sample [T, T] mask.
+  needs: the backbone embeds only the visible patches (`visible_patches`, `arrange_parts`).
+  The visible tokens of one (sample, modality) are contiguous: a segment. Attention within a
+  modality runs over these segments (`Segments`), never over a dense per-sample [T, T] mask.
 
 Both answer the same questions: `arrange` and `scatter` move tokens between the [B, M, L] grid
 and the block, `per_token` gives each token the value of its patch position, and the
