@@ -185,10 +185,13 @@ def measure_precision(precision: str, repeats: int, warmup: int) -> dict[str, li
 
 
 def measure_in_child(precision: str, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Runs `measure_precision` in a fresh Python process and returns its times."""
+    """Runs `measure_precision` in a fresh Python process and returns its times.
+
+    The child's warnings and errors pass through to this process's stderr.
+    """
     command = [sys.executable, "-m", "benchmarks.backbone", "--precision", precision]
     command += ["--repeats", str(repeats), "--warmup", str(warmup), "--json"]
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    result = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
