@@ -20,7 +20,7 @@ EMBEDDED_quad := $(DATA_DIR)/quadruplets
 EMBEDDED_dfc2023 := $(DATA_DIR)/dfc2023
 CONFIG := $(CONFIG_$(DATASET))
 
-.PHONY: help setup data test test-slow lint format bench pretrain reproduce check-dataset clean
+.PHONY: help setup data test test-slow lint format bench pretrain reproduce publish-results check-dataset clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,9 +68,13 @@ endif
 # make reproduce: BUDGET given on the command line applies to the whole protocol, else 90 min
 REPRODUCE_BUDGET := $(if $(filter command line,$(origin BUDGET)),$(BUDGET),90)
 DATASETS ?= quad dfc2023 sen1floods11
+SEEDS ?= 3
 
-reproduce: data ## The paper's tables in miniature (BUDGET minutes, default 90; DATASETS=...) -> experiments/results/reproduce
-	$(PY) -m fusion.reproduce --budget $(REPRODUCE_BUDGET) --datasets $(DATASETS) $(ARGS)
+reproduce: data ## The paper's tables in miniature, fresh in runs/reproduce (BUDGET minutes, default 90; DATASETS=...; SEEDS=3); rerun to resume
+	$(PY) -m fusion.reproduce --budget $(REPRODUCE_BUDGET) --datasets $(DATASETS) --seeds $(SEEDS) $(ARGS)
+
+publish-results: $(STAMP) ## Copy the complete run in runs/reproduce to experiments/results/reproduce (clean tree only)
+	$(PY) -m fusion.reproduce --publish $(ARGS)
 
 clean: ## Remove generated data and runs (keeps .venv)
 	rm -rf $(DATA_DIR) runs lightning_logs wandb

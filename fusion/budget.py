@@ -27,9 +27,12 @@ class TimeBudget(L.Callback):
     costs, is not timed) the callback prints its plan: precision, seconds per step, seconds
     per validation, epochs x steps, and the expected end. At the end of the first epoch it
     plans once more from that epoch's measured time, which includes validation, figures and
-    checkpoints. The trainer's ``max_epochs`` from the config is an upper bound; at least one
-    epoch always runs. If the run falls behind its plan (a busy machine), it stops at the end
-    of the epoch after which the next would end more than ``overrun`` past the budget.
+    checkpoints; that re-plan may raise the epochs as well as lower them. The trainer's
+    ``max_epochs`` as configured, noted at the start of fitting before the first plan
+    overwrites it, is an upper bound on both plans (``-1`` sets none; Lightning reads ``None``
+    as 1000 epochs unless ``max_steps`` is set). At least one epoch always runs. If the run
+    falls behind its plan (a busy machine), it stops at the end of the epoch after which the
+    next would end more than ``overrun`` past the budget.
 
     Args:
         minutes: The wall-clock budget of the fit.
@@ -49,6 +52,7 @@ class TimeBudget(L.Callback):
         self.validation_seconds = 0.0
         self.step_seconds: float | None = None
         self.planned_epochs: int | None = None
+        self.max_epochs_cap: int | None = None
         self._sanity_start: float | None = None
         self._validation_start: float | None = None
         self._timing_start: float | None = None
@@ -58,8 +62,14 @@ class TimeBudget(L.Callback):
 
     # -- measuring --------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Start the clock."""
+        """Start the clock and note the configured cap on the epochs.
+
+        The cap is read here, once: each plan writes the trainer's ``max_epochs``, so reading
+        it again later would take the previous plan for the config's limit.
+        """
         self.start = time.monotonic()
+        cap = trainer.max_epochs
+        self.max_epochs_cap = cap if cap is not None and cap > 0 else None
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Time the sanity validation."""
@@ -67,7 +77,9 @@ class TimeBudget(L.Callback):
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Estimate a whole validation pass from the sanity check."""
-        elapsed = time.monotonic() - (self._sanity_start or time.monotonic())
+        if self._sanity_start is None:
+            return
+        elapsed = time.monotonic() - self._sanity_start  # a clock may well read 0.0 at the start
         checked = sum(trainer.num_sanity_val_batches)
         total = sum(trainer.num_val_batches)
         if checked and math.isfinite(total):
@@ -124,13 +136,21 @@ class TimeBudget(L.Callback):
         self.report(trainer, "TimeBudget plan", steps, epoch_seconds, this_epoch_rest)
 
     def set_epochs(self, trainer: L.Trainer, epoch_seconds: float, this_epoch_rest: float) -> None:
-        """The epochs that fit what is left of the budget; the schedules follow."""
+        """The epochs that fit what is left of the budget; the schedules follow.
+
+        The result, capped by the configured ``max_epochs`` (`max_epochs_cap`), may be more or
+        fewer than the previous plan; it becomes the trainer's ``max_epochs``.
+
+        Args:
+            trainer: The trainer whose epochs and learning-rate schedules are set.
+            epoch_seconds: Expected seconds of one whole epoch, validation included.
+            this_epoch_rest: Expected seconds until the current epoch ends.
+        """
         elapsed = time.monotonic() - self.start
         more_epochs = math.floor((self.budget - elapsed - this_epoch_rest) / epoch_seconds)
         epochs = trainer.current_epoch + 1 + max(0, more_epochs)
-        cap = trainer.max_epochs
-        if cap is not None and cap > 0:
-            epochs = min(epochs, cap)
+        if self.max_epochs_cap is not None:
+            epochs = min(epochs, self.max_epochs_cap)
         # Processes of a distributed run time themselves apart; rank 0's plan is everyone's,
         # else they would run different epochs and learning-rate schedules (and hang).
         epochs = trainer.strategy.broadcast(epochs)

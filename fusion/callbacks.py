@@ -1,8 +1,11 @@
-"""Lightning callbacks: exact resumption, per-process random draws, figures and a run summary."""
+"""Lightning callbacks: resumption, per-process draws, figures, run summary and step timing."""
 
 from __future__ import annotations
 
+import json
+import math
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +180,90 @@ class RunSummary(L.Callback):
         if figures and figures[0].last_path is not None:
             lines.append(f"  figures:         {figures[0].last_path.parent}")
         print("\n".join(lines))
+
+
+class StepTimer(L.Callback):
+    """Measure a run's training steps and validation passes, and write them as JSON at the end.
+
+    ``make reproduce`` (`fusion.reproduce`) plans equal step counts from these figures and
+    keeps them with every stage. A step is timed from the end of the previous step to the end
+    of this one (loading included), within an epoch only, so that validation and checkpoints
+    between epochs are not counted; the median of those intervals is the step time. A
+    validation pass is timed whole; when only the sanity check ran, its time is scaled to all
+    validation batches.
+
+    Args:
+        path: Where to write the JSON (``null`` keeps the figures in ``self.summary`` only).
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = Path(path) if path else None
+        self.summary: dict[str, Any] = {}
+        self._intervals: list[float] = []
+        self._last: float | None = None
+        self._fit_start = 0.0
+        self._validation_start = 0.0
+        self._validation_seconds: float | None = None
+        self._sanity_estimate: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start the run's clock."""
+        self._fit_start = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Steps are timed within an epoch only."""
+        self._last = None
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        """Record the time since the previous step ended."""
+        now = time.monotonic()
+        if self._last is not None:
+            self._intervals.append(now - self._last)
+        self._last = now
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start timing a validation pass."""
+        self._validation_start = time.monotonic()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Keep the pass's time (the sanity check scaled to the whole validation set)."""
+        elapsed = time.monotonic() - self._validation_start
+        if trainer.sanity_checking:
+            checked, total = sum(trainer.num_sanity_val_batches), sum(trainer.num_val_batches)
+            if checked and math.isfinite(total):
+                self._sanity_estimate = elapsed * total / checked
+        else:
+            self._validation_seconds = elapsed
+        self._last = None  # the next step's interval would include this pass
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Summarise and write the figures."""
+        intervals = sorted(self._intervals)
+        validation = self._validation_seconds
+        try:  # the full epoch's batches, whatever limit_train_batches cut off
+            loader_batches = len(trainer.train_dataloader)
+        except TypeError:
+            loader_batches = None
+        self.summary = {
+            "steps": trainer.global_step,
+            "steps_per_epoch": trainer.num_training_batches,
+            "loader_batches": loader_batches,
+            "epochs": trainer.current_epoch,
+            "batch_size": getattr(trainer.datamodule, "batch_size", None),
+            "step_seconds": intervals[len(intervals) // 2] if intervals else None,
+            "timed_steps": len(intervals),
+            "validation_seconds": validation if validation is not None else self._sanity_estimate,
+            "fit_seconds": time.monotonic() - self._fit_start,
+            "precision": str(trainer.precision),
+            "threads": torch.get_num_threads(),
+        }
+        if self.path is not None and trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.summary, indent=2) + "\n")

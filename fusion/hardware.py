@@ -15,6 +15,7 @@ an explicit ``--trainer.precision`` or ``--trainer.accelerator`` always wins.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +63,44 @@ def detect_hardware() -> Hardware:
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
         amx=torch.cpu._is_amx_tile_supported(),
         avx512_bf16=torch.cpu._is_avx512_bf16_supported(),
+    )
+
+
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The instruction set flags of the first processor in a Linux ``/proc/cpuinfo`` text.
+
+    Only the line whose key is exactly ``flags`` counts (not ``vmx flags``); a text without one
+    gives an empty set.
+    """
+    for line in cpuinfo.splitlines():
+        key, colon, value = line.partition(":")
+        if colon and key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def hardware_from_cpu_flags(
+    flags: Iterable[str], *, cuda: bool = False, cuda_bf16: bool = False
+) -> Hardware:
+    """The `Hardware` of a CPU described by its ``/proc/cpuinfo`` flags, for the precision rule.
+
+    `detect_hardware` asks torch about this machine; this reads a machine described in text
+    (a log, another host), with the names Linux gives the flags. The instruction set level
+    follows torch's: AVX512 needs AVX512 F, BW, VL, DQ and FMA; AVX2 needs AVX2 and FMA.
+    """
+    flags = frozenset(flags)
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"} <= flags:
+        capability = "AVX512"
+    elif {"avx2", "fma"} <= flags:
+        capability = "AVX2"
+    else:
+        capability = "DEFAULT"
+    return Hardware(
+        cuda=cuda,
+        cuda_bf16=cuda and cuda_bf16,
+        cpu_capability=capability,
+        amx={"amx_tile", "amx_bf16"} <= flags,
+        avx512_bf16="avx512_bf16" in flags,
     )
 
 

@@ -1,26 +1,42 @@
 """``fusion evaluate``: one checkpoint, every modality subset, tables and a chart.
 
     fusion evaluate --config experiments/segment_quad.yaml --ckpt_path runs/.../last.ckpt \
-        [--out_dir DIR] [--stage test|validate] [any option of the config, e.g. --data.root]
+        [--out_dir DIR] [--stage test|validate] [--contribution_metric NAME] \
+        [any option of the config, e.g. --data.root]
 
 The config builds the task, the DataModule and the trainer exactly as ``fusion fit`` does; the
 checkpoint's weights are loaded once, and the test (or validation) split is scored on each of
 the ``2^M - 1`` modality subsets (`fusion.evaluation.subsets`). Written to ``--out_dir``
 (default: ``<checkpoint folder>/../subsets``): ``subsets.csv``, ``subsets.md`` and
-``subsets.png``, and the modality contributions of the main score (`fusion.evaluation.
-contributions`: exact Shapley values and pairwise interactions, the empty subset scored by the
-task's trivial predictor) as ``contributions.md`` and ``contributions.png``; the tables are
-printed too.
+``subsets.png``, and the modality contributions of one score (`fusion.evaluation.
+contributions`: exact Shapley values and pairwise interactions) as ``contributions.md``,
+``contributions.png`` and ``contributions.json``; the tables are printed too.
+
+The contributions are computed on ``--contribution_metric`` (a score the task logs, without the
+stage prefix: ``miou``, ``iou_1``, ``ap50``, ...; default the first column of the task's tables,
+mIoU or AP@50). The empty subset is scored by the task's trivial predictor: for semantic tasks
+the majority class of the training split's labels, predicted everywhere on the evaluated split.
+``contributions.json`` holds::
+
+    {"metric": "iou_1", "title": "IoU class 1", "empty": 0.0,
+     "shapley": {"s1": 0.61, "s2": 0.12}, "interactions": {"s1+s2": -0.05},
+     "majority_class": 0}
+
+(``majority_class`` is null for tasks without one, e.g. instances.)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 
+from datamodules.datamodule import SeededDataLoader
 from fusion.evaluation.contributions import (
     contributions_text,
     interaction_indices,
@@ -48,6 +64,44 @@ def load_weights(model: L.LightningModule, checkpoint: Path) -> None:
         )
 
 
+def contribution_metric(model: L.LightningModule, name: str | None) -> tuple[str, str]:
+    """The score the contributions are computed on, and its title.
+
+    Args:
+        model: The task; its ``score_names`` (else the scores of ``table_metrics``) are the
+            names it logs, its ``table_metrics`` give titles.
+        name: A score name without the stage prefix (``miou``, ``iou_1``, ``ap50``); None for
+            the first column of the task's tables.
+
+    Returns:
+        ``(name, title)``, e.g. ``("iou_1", "IoU class 1")``.
+
+    Raises:
+        ValueError: If the task has no trivial predictor (no contributions), or does not log
+            ``name``; the message lists the names it logs.
+    """
+    table = dict(getattr(model, "table_metrics", None) or {})
+    scores = {title: metric for title, metric in table.items() if metric != "excluded_tiles"}
+    available = list(getattr(model, "score_names", None) or scores.values())
+    if not hasattr(model, "trivial_scores") or not available:
+        raise ValueError(
+            f"{type(model).__name__} has no trivial predictor (trivial_scores) or no scores: "
+            "modality contributions cannot be computed for it"
+        )
+    if name is None:
+        name = next(iter(scores.values()), available[0])
+    if name not in available:
+        raise ValueError(
+            f"--contribution_metric {name!r} is not a score the task logs; choose one of "
+            f"{', '.join(available)} (without the stage prefix)"
+        )
+    titles = {metric: title for title, metric in scores.items()}
+    if name in titles:
+        return name, titles[name]
+    match = re.fullmatch(r"iou_(\d+)", name)
+    return name, f"IoU class {match.group(1)}" if match else name
+
+
 def main(argv: list[str]) -> list:
     """Run the command; ``argv`` without the leading ``evaluate``."""
     from fusion.cli import build_cli
@@ -56,11 +110,22 @@ def main(argv: list[str]) -> list:
     parser.add_argument("--ckpt_path", type=Path, required=True, help="checkpoint to evaluate")
     parser.add_argument("--out_dir", type=Path, default=None, help="where to write the tables")
     parser.add_argument("--stage", choices=("test", "validate"), default="test")
+    parser.add_argument(
+        "--contribution_metric",
+        default=None,
+        metavar="NAME",
+        help="score of the modality contributions, without the stage prefix (miou, iou_1, "
+        "ap50, ...); default: the first column of the task's tables",
+    )
     ours, rest = parser.parse_known_args(argv)
     if not any(arg.startswith("--trainer.enable_progress_bar") for arg in rest):
         rest += ["--trainer.enable_progress_bar", "false"]  # one bar over the subsets instead
     cli = build_cli(rest, run=False)
     load_weights(cli.model, ours.ckpt_path)
+    chosen = None  # (metric, title) of the contributions, checked before the long part
+    tabled = hasattr(cli.model, "trivial_scores") and getattr(cli.model, "table_metrics", None)
+    if tabled or ours.contribution_metric is not None:
+        chosen = contribution_metric(cli.model, ours.contribution_metric)
     results = evaluate_subsets(cli.trainer, cli.model, cli.datamodule, stage=ours.stage)
     prefix = "test" if ours.stage == "test" else "val"
     table = getattr(cli.model, "table_metrics", None)
@@ -68,13 +133,52 @@ def main(argv: list[str]) -> list:
     out_dir = ours.out_dir or ours.ckpt_path.resolve().parent.parent / "subsets"
     paths = write_subset_tables(results, out_dir, columns, title=f"{ours.ckpt_path.name}")
     print(paths["markdown"].read_text())
-    if table and hasattr(cli.model, "trivial_scores"):
-        title, metric = next(iter(table.items()))  # the first column is the main score
+    if chosen is not None:
+        metric, title = chosen
         paths |= write_contributions(
             results, cli.model, cli.datamodule, ours.stage, metric, title, out_dir
         )
     print("Wrote " + ", ".join(str(path) for path in paths.values()))
     return results
+
+
+def training_majority_class(
+    model: L.LightningModule, datamodule: L.LightningDataModule
+) -> int | None:
+    """The majority class of the training split's labels (``model.majority_class``).
+
+    The DataModule's training split is set up (``setup("fit")``) and read once in order,
+    without augmentation (a random crop would change the counts) and showing only its first
+    modality (labels do not depend on the modalities shown, and one raster per tile is the
+    least to read); both are restored afterwards.
+
+    Args:
+        model: The task; tasks without ``majority_class`` or with ``hparams.task ==
+            "instance"`` have no majority class.
+        datamodule: A `datamodules.MultimodalDataModule`.
+
+    Returns:
+        The class id, or None for tasks without one.
+    """
+    if not hasattr(model, "majority_class") or model.hparams.get("task") == "instance":
+        return None
+    datamodule.setup("fit")
+    dataset = datamodule.train_dataset
+    sampling, augmentation = dataset.modality_sampling, dataset.augmentation
+    dataset.modality_sampling = [datamodule.modalities[0]]
+    dataset.augmentation = None
+    try:
+        loader = SeededDataLoader(
+            dataset,
+            batch_size=datamodule.batch_size,
+            shuffle=False,
+            num_workers=datamodule.num_workers,
+            collate_fn=datamodule.collate_fn,
+            generator=torch.Generator().manual_seed(0),
+        )
+        return model.majority_class(loader)
+    finally:
+        dataset.modality_sampling, dataset.augmentation = sampling, augmentation
 
 
 def write_contributions(
@@ -88,27 +192,64 @@ def write_contributions(
 ) -> dict[str, Path]:
     """Shapley values and pairwise interactions of one metric, printed and written.
 
-    The empty subset scores the task's trivial predictor (``model.trivial_scores``: the
-    majority class everywhere for semantic tasks, nothing for instances) on the same split.
+    The empty subset scores the task's trivial predictor (``model.trivial_scores``) on the
+    evaluated split: for semantic tasks the majority class of the training split
+    (`training_majority_class`) predicted everywhere, for instances nothing.
+
+    Args:
+        results: The subset scores (`fusion.evaluation.subsets.evaluate_subsets`), the full
+            set first.
+        model: The task.
+        datamodule: Its DataModule.
+        stage: ``"test"`` or ``"validate"``: the split the subsets were scored on.
+        metric: Score name without the stage prefix, e.g. ``"iou_1"``.
+        title: Its title in the text and the chart, e.g. ``"IoU class 1"``.
+        out_dir: Where to write.
 
     Returns:
-        ``{"contributions": <markdown path>, "contributions_png": <png path>}``.
+        ``{"contributions": <markdown>, "contributions_png": <png>, "contributions_json":
+        <json>}``; the JSON holds ``metric``, ``title``, ``empty``, ``shapley`` (modality ->
+        value), ``interactions`` (``"a+b"`` -> value) and ``majority_class``.
+
+    Raises:
+        ValueError: If a subset has no ``metric`` score or the trivial predictor lacks it.
     """
     prefix = "test" if stage == "test" else "val"
+    majority = training_majority_class(model, datamodule)
     datamodule.set_eval_modalities(list(datamodule.modalities))
     datamodule.setup(stage)
     loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
-    empty = model.trivial_scores(loader)[metric]
+    trivial = (
+        model.trivial_scores(loader) if majority is None else model.trivial_scores(loader, majority)
+    )
+    if metric not in trivial:
+        raise ValueError(f"the trivial predictor gives no {metric!r} (it gives {list(trivial)})")
+    empty = trivial[metric]
     key = f"{prefix}/{metric}"
     scores = {frozenset(r.modalities): r.metrics[key] for r in results if key in r.metrics}
     players = list(results[0].modalities)  # the full set comes first in table order
     values = shapley_values(scores, players, empty)
     interactions = interaction_indices(scores, players, empty)
-    text = f"Empty subset (trivial predictor): {title} {empty:.3f}\n\n"
+    predictor = (
+        "trivial predictor"
+        if majority is None
+        else f"trivial predictor: class {majority}, the training split's majority, everywhere"
+    )
+    text = f"Empty subset ({predictor}): {title} {empty:.3f}\n\n"
     text += contributions_text(values, interactions, title)
     print(text)
     paths = {"contributions": out_dir / "contributions.md"}
     paths["contributions"].write_text(text)
     paths["contributions_png"] = out_dir / "contributions.png"
     plot_contributions(values, interactions, paths["contributions_png"], title)
+    record: dict[str, Any] = {
+        "metric": metric,
+        "title": title,
+        "empty": float(empty),
+        "shapley": {name: float(value) for name, value in values.items()},
+        "interactions": {f"{a}+{b}": float(value) for (a, b), value in interactions.items()},
+        "majority_class": majority,
+    }
+    paths["contributions_json"] = out_dir / "contributions.json"
+    paths["contributions_json"].write_text(json.dumps(record, indent=2) + "\n")
     return paths

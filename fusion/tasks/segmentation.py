@@ -241,25 +241,83 @@ class SegmentationTask(L.LightningModule):
             return nn.ModuleDict({"miou": jaccard(average="macro"), "iou": jaccard(average="none")})
         return nn.ModuleDict({"ap": MeanAveragePrecision(iou_type="segm")})
 
-    def trivial_scores(self, batches: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-        """Scores of a predictor that sees no input: the empty modality subset.
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        """Names of the scores the task logs per stage (no stage prefix), losses left out.
 
-        Semantic tasks: the majority class of the batches' labels predicted everywhere,
-        scored with the task's own metrics (``miou``, ``iou_<k>``). Instance tasks: no
-        prediction at all (``ap50`` 0). The modality contributions (`fusion.evaluation`) use
-        it as the score of the empty subset.
+        ``miou`` and ``iou_0`` .. ``iou_<K-1>`` for semantic tasks, ``ap50`` and ``ap`` for
+        instances: the metrics `trivial_scores` gives and ``fusion evaluate`` can split into
+        modality contributions.
+        """
+        if self.hparams.task == "instance":
+            return ("ap50", "ap")
+        return ("miou", *(f"iou_{k}" for k in range(self.hparams.num_classes)))
+
+    def majority_class(self, batches: Iterable[Mapping[str, Any]]) -> int:
+        """The most frequent class of the batches' labels, ignored pixels left out.
+
+        Ties go to the smallest class id. Only ``mask`` is read, so batches whose modalities
+        were drawn at random (the training split) count the same as complete ones.
 
         Args:
-            batches: Batches of the evaluated split (only ``mask`` is read).
+            batches: Batches of the sample contract; ``mask`` is ``int64 [B, H, W]`` with
+                ``0..K-1`` or 255 (ignored).
+
+        Returns:
+            The class id, in ``0..K-1``.
+
+        Raises:
+            ValueError: If no pixel is labelled, or a label lies outside ``0..K-1`` and 255.
+        """
+        num_classes = self.hparams.num_classes
+        counts = torch.zeros(num_classes, dtype=torch.int64)
+        for batch in batches:
+            labels = batch["mask"]
+            labels = labels[labels != IGNORE_INDEX].flatten().cpu()
+            if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+                raise ValueError(
+                    f"labels hold class ids outside 0..{num_classes - 1} (and {IGNORE_INDEX})"
+                )
+            counts += torch.bincount(labels, minlength=num_classes)
+        if not counts.any():
+            raise ValueError("no labelled pixel: the majority class is undefined")
+        return int(counts.argmax())
+
+    def trivial_scores(
+        self, batches: Iterable[Mapping[str, Any]], majority: int | None = None
+    ) -> dict[str, float]:
+        """Scores of a predictor that sees no input: the empty modality subset.
+
+        Semantic tasks: one class predicted at every pixel, scored on the batches' labels with
+        the task's own metrics (``miou``, ``iou_<k>``; pixels labelled 255 are left out). That
+        class should be the majority class of the training split (`majority_class` over the
+        training labels, as ``fusion evaluate`` does), so that the evaluated labels do not leak
+        into the empty subset's score; without ``majority`` it is the majority of ``batches``
+        themselves. Instance tasks: no prediction at all (``ap50`` and ``ap`` 0). The modality
+        contributions (`fusion.evaluation`) use it as the score of the empty subset.
+
+        Args:
+            batches: Batches of the evaluated split (only ``mask``, ``int64 [B, H, W]``, is
+                read).
+            majority: The class predicted everywhere, in ``0..K-1``; None takes the majority
+                class of ``batches``. Unused for instance tasks.
+
+        Returns:
+            Metric name (no stage prefix, as in `score_names`) -> score.
+
+        Raises:
+            ValueError: If ``majority`` is not a class id of the task, or (without it) no
+                pixel of ``batches`` is labelled.
         """
         if self.hparams.task == "instance":
             return {"ap50": 0.0, "ap": 0.0}
-        masks = [batch["mask"] for batch in batches]
-        counts = sum(
-            torch.bincount(m[m != IGNORE_INDEX].flatten(), minlength=self.hparams.num_classes)
-            for m in masks
-        )
-        majority = int(torch.as_tensor(counts).argmax())
+        masks = [batch["mask"].cpu() for batch in batches]
+        if majority is None:
+            majority = self.majority_class({"mask": mask} for mask in masks)
+        if not 0 <= majority < self.hparams.num_classes:
+            raise ValueError(
+                f"majority class {majority} is not a class id 0..{self.hparams.num_classes - 1}"
+            )
         metrics = self.make_metrics()
         for mask in masks:
             constant = torch.full_like(mask, majority)

@@ -1,3 +1,5 @@
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,9 +11,9 @@ from datamodules.datamodule import check_disjoint_splits
 from datamodules.sen1floods11 import SHARED_CHIP_FOLDER
 from tests.data.sen1floods11.data import write_sen1floods11
 
-needs_real_chip = pytest.mark.skipif(
-    not SHARED_CHIP_FOLDER.is_dir(), reason="needs ../shared/realdata/sen1floods11"
-)
+# The real chip: skipped where ../shared/realdata/sen1floods11 is missing, failed under CI=true
+# (the `sen1floods11_chip_folder` fixture of tests/conftest.py).
+needs_real_chip = pytest.mark.usefixtures("sen1floods11_chip_folder")
 
 
 def _pixels(dataset: Sen1Floods11Chip) -> set[tuple[int, int]]:
@@ -59,8 +61,7 @@ def test_tiles_shapes_dtypes_and_labels() -> None:
     assert values == {0, 1, IGNORE_INDEX}
 
 
-@needs_real_chip
-def test_spatial_split_and_band_selection() -> None:
+def test_spatial_split_and_band_selection(sen1floods11_chip_folder: Path) -> None:
     train = Sen1Floods11Chip(split="train", tile_size=128, normalize=False)
     val = Sen1Floods11Chip(split="val", tile_size=128, normalize=False)
     test = Sen1Floods11Chip(split="test", tile_size=128, normalize=False)
@@ -68,7 +69,7 @@ def test_spatial_split_and_band_selection() -> None:
     assert rows == {0, 128} and {int(w.row_off) for _, w in val.tiles} == {256, 384}
     assert {int(w.col_off) for _, w in val.tiles} == {0, 128}
     assert {int(w.col_off) for _, w in test.tiles} == {256, 384}
-    with rasterio.open(SHARED_CHIP_FOLDER / "Spain_7370579_S2Hand.tif") as src:
+    with rasterio.open(sen1floods11_chip_folder / "Spain_7370579_S2Hand.tif") as src:
         b8 = src.read(8)[256:384, 128:256]
     tile = val[1]
     assert val.tile_name(1) == "Spain_7370579_r256_c128"
@@ -111,3 +112,35 @@ def test_missing_chip_files(tmp_path: Path) -> None:
     (tmp_path / "X_1_S1Hand.tif").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="X_1_S2Hand.tif"):
         Sen1Floods11Chip(root=tmp_path)
+
+
+def test_real_chip_is_expected_beside_the_repository() -> None:
+    repository = Path(__file__).resolve().parents[2]
+    assert SHARED_CHIP_FOLDER == repository.parent / "shared" / "realdata" / "sen1floods11"
+
+
+def test_missing_real_data_fails_under_ci(
+    require_real_data: Callable[[Path], Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "shared/realdata/sen1floods11"
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=re.escape(str(missing))):
+        require_real_data(missing)
+    missing.mkdir(parents=True)
+    assert require_real_data(missing) == missing
+
+
+@pytest.mark.parametrize("ci", [None, "", "false", "0"])
+def test_missing_real_data_skips_outside_ci(
+    require_real_data: Callable[[Path], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    ci: str | None,
+) -> None:
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    missing = tmp_path / "absent"
+    with pytest.raises(pytest.skip.Exception, match=re.escape(str(missing))):
+        require_real_data(missing)

@@ -1,8 +1,9 @@
-"""The reproduction protocol's bookkeeping: stages, budget shares, failures, resumption, tables.
+"""The reproduction protocol's bookkeeping: equal steps, seeds, freshness, resumption, tables.
 
 The stages run a stand-in interpreter that writes what ``fusion fit`` and ``fusion evaluate``
-would (a checkpoint, a ``subsets.csv``) and logs every call, so these tests check the
-orchestration in a second; the real commands are exercised by ``tests/test_experiments.py``.
+would (a checkpoint, the step timer's JSON, ``subsets.csv``, ``contributions.json``) and logs
+every call, so these tests check the orchestration in seconds; the real commands are
+exercised by ``tests/test_experiments.py`` and ``tests/fusion/evaluation``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from fusion.reproduce import DATASETS, Protocol, dataset_stages, read_scores
+import fusion.reproduce.runner as runner_module
+from fusion.reproduce import (
+    DATASETS,
+    KindTiming,
+    Protocol,
+    dataset_stages,
+    plan_steps,
+    publish,
+    read_scores,
+)
+from fusion.reproduce.claims import CLAIMS, check_claim, compare
+from fusion.reproduce.tables import Cell, Column, format_cell
 
 FAKE_FUSION = """#!{python}
 import json, os, sys
@@ -26,24 +38,44 @@ command = args[2]
 with open(os.environ["FAKE_CALLS"], "a") as handle:
     handle.write(json.dumps(args) + "\\n")
 
-def value(flag):
-    return args[args.index(flag) + 1]
+def value(flag, default=None):
+    return args[args.index(flag) + 1] if flag in args else default
 
 fail = os.environ.get("FAKE_FAIL", "")
+joined = " ".join(args)
+seed = int(value("--seed_everything", "0"))
 if command == "fit":
     logger = json.loads(value("--trainer.logger"))["init_args"]
-    if logger["name"] == fail:
+    stage = Path(logger["save_dir"]).name
+    if fail and fail == f"{{stage}}/{{logger['name']}}":
         sys.exit(3)
     folder = Path(logger["save_dir"]) / logger["name"] / "version_0"
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "checkpoints" / "last.ckpt").write_text("weights")
     (folder / "config.yaml").write_text("seed_everything: 0\\n")
+    steps = int(value("--trainer.max_steps", value("--trainer.limit_train_batches", "8")))
+    if os.environ.get("FAKE_SHORT") == stage:
+        steps -= 1  # a run that ends before its plan
+    timer = json.loads(value("--trainer.callbacks+"))["init_args"]["path"]
+    Path(timer).parent.mkdir(parents=True, exist_ok=True)
+    slow = "experiments/pretrain_" in joined
+    Path(timer).write_text(json.dumps({{
+        "steps": steps, "steps_per_epoch": min(steps, 10), "loader_batches": 10,
+        "batch_size": 16 if slow else 8, "step_seconds": 2.0 if slow else 1.0,
+        "validation_seconds": 4.0, "fit_seconds": 30.0, "precision": "32-true", "threads": 1,
+    }}))
 else:
     out = Path(value("--out_dir"))
-    score = 0.5 if "multivit" in " ".join(args) else 0.7
+    out.mkdir(parents=True, exist_ok=True)
+    score = (0.5 if "multivit" in joined else 0.7) + 0.01 * seed
     rows = ["modalities,test/miou,test/iou_1", f"s1+s2,{{score}},0.6", "s1,0.2,0.1", "s2,0.3,"]
     (out / "subsets.csv").write_text("\\n".join(rows) + "\\n")
+    contributions = {{"metric": value("--contribution_metric"), "title": "mIoU", "empty": 0.1,
+                      "shapley": {{"s1": 0.2 + seed / 100, "s2": 0.3}}, "interactions": {{}}}}
+    (out / "contributions.json").write_text(json.dumps(contributions))
 """
+
+CLEAN = {"commit": "a" * 40, "dirty": False, "diff_sha": ""}
 
 
 @pytest.fixture
@@ -53,6 +85,7 @@ def fake_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     script.write_text(FAKE_FUSION.format(python=sys.executable))
     script.chmod(0o755)
     monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setattr(runner_module, "git_state", lambda: dict(CLEAN))
     return script
 
 
@@ -62,24 +95,42 @@ def calls(tmp_path: Path) -> list[list[str]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def make_protocol(tmp_path: Path, fake_python: Path, datasets: list[str]) -> Protocol:
-    return Protocol(datasets, 30.0, tmp_path / "results", tmp_path / "runs", str(fake_python))
+def fit_names(made: list[list[str]]) -> list[str]:
+    """``stage/seed_k`` of every fit call (calibration fits named ``stage``)."""
+    names = []
+    for call in made:
+        if call[2] == "fit":
+            logger = json.loads(call[call.index("--trainer.logger") + 1])["init_args"]
+            names.append(f"{Path(logger['save_dir']).name}/{logger['name']}")
+    return names
+
+
+def flag(call: list[str], name: str) -> str:
+    return call[call.index(name) + 1]
+
+
+def make_protocol(
+    tmp_path: Path, fake_python: Path, datasets: list[str], **options: object
+) -> Protocol:
+    options = {"seeds": 2, "steps": 20, "jobs": 1} | options
+    return Protocol(
+        datasets, 30.0, tmp_path / "results", tmp_path / "runs", python=str(fake_python), **options
+    )
 
 
 def test_stages_follow_the_papers_tables() -> None:
     quad = [stage.name for stage in dataset_stages("quad")]
     assert quad == [
-        "sup_multivit",
-        "sup_proposed",
         "pretrain_g",
         "pretrain_gc",
+        "sup_multivit",
+        "sup_proposed",
         "fine_g",
         "fine_gc",
         "no_masked_attention",
         "no_random_combination",
         "no_modality_attention",
     ]
-    # Sen1Floods11 is not in the paper and has no pretraining config: supervised + ablations.
     floods = [stage.name for stage in dataset_stages("sen1floods11")]
     assert floods == [name for name in quad if "pretrain" not in name and "fine" not in name]
     stages = {stage.name: stage for stage in dataset_stages("quad")}
@@ -91,102 +142,260 @@ def test_stages_follow_the_papers_tables() -> None:
         assert Path(overlay).is_file(), overlay
 
 
-def test_unknown_or_no_dataset_is_refused(tmp_path: Path) -> None:
+def test_bad_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="choose from"):
         Protocol(["quadruplets"], 10.0, tmp_path, tmp_path)
     with pytest.raises(ValueError, match="no datasets"):
         Protocol([], 10.0, tmp_path, tmp_path)
+    with pytest.raises(ValueError, match="--seeds"):
+        Protocol(["quad"], 10.0, tmp_path, tmp_path, seeds=0)
 
 
-def test_budget_share_shrinks_with_the_time_left(tmp_path: Path) -> None:
-    protocol = Protocol(["sen1floods11"], 30.0, tmp_path, tmp_path)
-    stages = protocol.stages
-    full = protocol.plan_minutes(stages[0], stages, 30 * 60.0)
-    assert full < 30.0 / len(stages)  # evaluation and start-up come off
-    late = protocol.plan_minutes(stages[1], stages[1:], 5 * 60.0)
-    assert 0.5 <= late < full
-    protocol.evaluate_seconds["sen1floods11"] = 200.0  # a slow evaluation measured
-    assert protocol.plan_minutes(stages[1], stages[1:], 30 * 60.0) < full
+# -- planning ---------------------------------------------------------------------------------
+SEGMENT = KindTiming(
+    wall_seconds=40.0,
+    steps=8,
+    step_seconds=1.0,
+    steps_per_epoch=10,
+    validation_seconds=2.0,
+    batch_size=8,
+    evaluate_seconds=20.0,
+)
+PRETRAIN = KindTiming(40.0, 8, 2.0, 15, 3.0, 16)
 
 
-def test_later_columns_never_train_longer_than_the_first(tmp_path: Path) -> None:
-    protocol = Protocol(["sen1floods11", "quad"], 60.0, tmp_path, tmp_path)
-    floods = [stage for stage in protocol.stages if stage.dataset == "sen1floods11"]
-    first = protocol.plan_minutes(floods[0], floods, 20 * 60.0)
-    protocol.evaluate_seconds["sen1floods11"] = 5.0  # evaluation quicker than expected
-    assert protocol.plan_minutes(floods[1], floods[1:], 20 * 60.0) == first
-    quad = next(stage for stage in protocol.stages if stage.dataset == "quad")
-    assert protocol.plan_minutes(quad, [quad], 20 * 60.0) > first  # each dataset its own
+def test_plan_gives_every_column_the_same_whole_epochs_within_the_budget() -> None:
+    timings = {
+        "quad": {"segment": SEGMENT, "pretrain": PRETRAIN},
+        "sen1floods11": {"segment": SEGMENT},
+    }
+    runs = {"quad": {"segment": 7, "pretrain": 2}, "sen1floods11": {"segment": 5}}
+    plan = plan_steps(timings, runs, seconds=3600.0, jobs=2, seeds=3, min_steps=10)
+    assert plan.seeds == 3 and plan.note == ""
+    quad = plan.datasets["quad"]
+    for steps, epochs, per_epoch in (
+        (quad.segment_steps, quad.segment_epochs, 10),
+        (quad.pretrain_steps, quad.pretrain_epochs, 15),
+    ):  # epochs of equal length, each no longer than the loader's, as few as fit
+        assert steps % epochs == 0 and steps // epochs <= per_epoch
+        assert epochs == -(-steps // per_epoch)
+    # what the plan expects every run to cost fits the time left on two jobs
+    total = 3 * (7 * quad.segment_seconds + 2 * quad.pretrain_seconds + 5 * quad.segment_seconds)
+    assert total <= 3600.0 * 2
+    assert quad.segment_seconds <= plan.share_seconds < quad.segment_seconds + 15.0
 
 
-def test_protocol_runs_every_stage_and_writes_the_tables(tmp_path: Path, fake_python: Path) -> None:
+def test_runs_are_split_into_epochs_of_equal_length_that_fit() -> None:
+    epochs, batches = SEGMENT.split_for(300.0)
+    assert batches <= SEGMENT.steps_per_epoch and epochs == -(-(epochs * batches) // 10)
+    assert SEGMENT.run_seconds(epochs, batches) <= 300.0
+    assert SEGMENT.run_seconds(epochs + 1, batches) > 300.0  # no room for another epoch
+    assert epochs * batches >= (300.0 - 60.0 - 2.0 * epochs) / 1.15 - epochs
+    assert SEGMENT.split_for(50.0) == (0, 0)  # not even the start-up fits
+    assert SEGMENT.split_for(63.2) == (1, 9)  # the 8 calibrated steps, one more, validation
+
+
+def test_plan_cuts_seeds_down_to_two_and_says_so() -> None:
+    timings = {"quad": {"segment": SEGMENT}}
+    runs = {"quad": {"segment": 7}}
+    plan = plan_steps(timings, runs, seconds=1800.0, jobs=1, seeds=3, min_steps=100)
+    assert plan.seeds == 2
+    assert "seeds cut from 3 to 2" in plan.note
+    roomy = plan_steps(timings, runs, seconds=36000.0, jobs=1, seeds=3, min_steps=100)
+    assert roomy.seeds == 3 and roomy.datasets["quad"].segment_steps >= 100
+    with pytest.raises(ValueError, match="larger --budget"):
+        plan_steps(timings, runs, seconds=300.0, jobs=1, seeds=3, min_steps=100)
+
+
+# -- running ------------------------------------------------------------------------------------
+def test_every_stage_and_seed_trains_the_same_steps_with_provenance(
+    tmp_path: Path, fake_python: Path
+) -> None:
     protocol = make_protocol(tmp_path, fake_python, ["quad"])
     protocol.run()
 
-    made = calls(tmp_path)
-    fits = [call for call in made if call[2] == "fit"]
-    assert len(fits) == 9 and sum(call[2] == "evaluate" for call in made) == 7
-    fine_gc = next(call for call in fits if '"name": "fine_gc"' in " ".join(call))
-    pretrained = fine_gc[fine_gc.index("--model.init_args.pretrained") + 1]
-    assert pretrained.endswith("pretrain_gc/version_0/checkpoints/last.ckpt")
-    assert all("--time_budget" in call and "data/quadruplets" in call for call in fits)
+    fits = [call for call in calls(tmp_path) if call[2] == "fit"]
+    assert len(fits) == 9 * 2
+    assert {flag(call, "--trainer.max_steps") for call in fits} == {"20"}
+    assert sorted({flag(call, "--seed_everything") for call in fits}) == ["0", "1"]
+    assert all(flag(call, "--time_budget") == "null" for call in fits)
+    fine = [call for call in fits if "fine_gc/" in " ".join(call) or '"fine_gc"' in " ".join(call)]
+    for call in fine:  # each seed fine-tunes its own seed's pretraining
+        seed = flag(call, "--seed_everything")
+        assert f"pretrain_gc/seed_{seed}/" in flag(call, "--model.init_args.pretrained")
+    evaluations = [call for call in calls(tmp_path) if call[2] == "evaluate"]
+    assert len(evaluations) == 7 * 2
+    assert {flag(call, "--contribution_metric") for call in evaluations} == {"miou"}
 
     out = tmp_path / "results"
-    saved = json.loads((out / "protocol.json").read_text())
-    assert saved["datasets"] == ["quad"] and "cpu_capability" in saved["machine"]
-    record = json.loads((out / "quad" / "fine_g" / "stage.json").read_text())
-    assert record["status"] == "done" and record["budget_minutes"] > 0
-    assert (out / "quad" / "fine_g" / "config.yaml").is_file()
+    record = json.loads((out / "quad" / "fine_g" / "seed_1" / "stage.json").read_text())
+    assert record["status"] == "done" and record["seed"] == 1 and record["steps"] == 20
+    assert record["commit"] == CLEAN["commit"] and record["dirty"] is False
+    assert record["batch_size"] == 8 and record["versions"]["torch"]
+    assert record["machine"]["cpu_class"] and record["measured"]["steps"] == 20
+    events = [
+        json.loads(line)["event"] for line in (out / "protocol.jsonl").read_text().splitlines()
+    ]
+    assert events == ["start", "end"]
 
+    table = (out / "quad" / "table_main.md").read_text()
+    assert "every column trained 20 steps of batch 8" in table and "2 seed(s)" in table
+    assert "| S1, S2 | 0.505 ± 0.007 | **0.705 ± 0.007** |" in table
     with (out / "quad" / "table_main.csv").open() as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == [
+    assert rows[0][:4] == [
         "modalities",
-        "Sup. MultiViT",
-        "Sup. Proposed",
-        "Fine. w/ G.",
-        "Fine. w/ G. & C.",
+        "Sup. MultiViT mean",
+        "Sup. MultiViT std",
+        "Sup. MultiViT n",
     ]
-    assert rows[1] == ["s1+s2", "0.5000", "0.7000", "0.7000", "0.7000"]
-    ablations = (out / "quad" / "table_ablations.md").read_text()
-    assert "| w/o Mask | w/o Random | w/o Attention | w/ all |" in ablations
-    assert "| S1, S2 | **0.700** |" in ablations
-    assert "| *mean over the subsets* | 0.400 | 0.400 | 0.400 | 0.400 |" in ablations
-    assert (out / "quad" / "table_main.png").stat().st_size > 0
+    assert rows[1][:4] == ["s1+s2", "0.5050", "0.0071", "2"]
+    contributions = (out / "quad" / "contributions.md").read_text()
+    assert "| S1 | 0.205 ± 0.007 |" in contributions and "0.100" in contributions
+    assert (out / "claims.md").is_file()
 
 
-def test_failed_stage_keeps_the_others_and_rerun_only_repeats_it(
+def test_a_rerun_resumes_and_other_code_reruns_everything(
+    tmp_path: Path,
+    fake_python: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    make_protocol(tmp_path, fake_python, ["sen1floods11"]).run()
+    first = len(calls(tmp_path))
+    make_protocol(tmp_path, fake_python, ["sen1floods11"]).run()
+    assert len(calls(tmp_path)) == first  # nothing redone
+
+    checkpoint = tmp_path / "runs/sen1floods11/sup_proposed/seed_1/version_0/checkpoints/last.ckpt"
+    checkpoint.unlink()
+    make_protocol(tmp_path, fake_python, ["sen1floods11"]).run()
+    assert fit_names(calls(tmp_path)[first:]) == ["sup_proposed/seed_1"]
+    assert "checkpoint" in capsys.readouterr().out
+
+    moved = dict(CLEAN, commit="b" * 40)
+    monkeypatch.setattr(runner_module, "git_state", lambda: moved)
+    before = len(calls(tmp_path))
+    make_protocol(tmp_path, fake_python, ["sen1floods11"]).run()
+    assert len(fit_names(calls(tmp_path)[before:])) == 5 * 2
+    assert "made by commit aaaaaaaaaa" in capsys.readouterr().out
+    lines = (tmp_path / "results" / "protocol.jsonl").read_text().splitlines()
+    assert len(lines) == 8  # appended by every invocation, never rewritten
+
+
+def test_a_failed_run_shows_as_missing_never_as_its_old_numbers(
     tmp_path: Path, fake_python: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FAKE_FAIL", "pretrain_g")
-    protocol = make_protocol(tmp_path, fake_python, ["quad"])
-    protocol.run()
-    out = tmp_path / "results" / "quad"
-    status = {
-        stage.name: json.loads((out / stage.name / "stage.json").read_text())["status"]
-        for stage in protocol.stages
-    }
-    assert status["pretrain_g"] == "failed" and status["fine_g"] == "skipped"
-    assert {name for name, value in status.items() if value == "done"} == set(status) - {
-        "pretrain_g",
-        "fine_g",
-    }
-    assert "fit.log" in json.loads((out / "pretrain_g" / "stage.json").read_text())["message"]
-    main_table = (out / "table_main.md").read_text()
-    assert "| S1, S2 | 0.500 | **0.700** | - | **0.700** |" in main_table
-    assert main_table.endswith("| *mean over the subsets* | 0.333 | 0.400 | - | 0.400 |\n")
+    make_protocol(tmp_path, fake_python, ["sen1floods11"]).run()
+    stale = tmp_path / "results" / "sen1floods11" / "sup_multivit" / "seed_1" / "subsets.csv"
+    stale.write_text("modalities,test/miou,test/iou_1\ns1+s2,0.9,0.9\ns1,0.9,0.9\ns2,0.9,0.9\n")
+    monkeypatch.setattr(runner_module, "git_state", lambda: dict(CLEAN, commit="c" * 40))
+    monkeypatch.setenv("FAKE_FAIL", "sup_multivit/seed_1")
+    make_protocol(tmp_path, fake_python, ["sen1floods11"]).run()
 
-    first = len(calls(tmp_path))
+    assert not stale.exists()  # cleared when the run started again
+    record = json.loads((stale.parent / "stage.json").read_text())
+    assert record["status"] == "failed" and "fit exited with 3" in record["message"]
+    table = (tmp_path / "results" / "sen1floods11" / "table_main.md").read_text()
+    assert "0.900" not in table
+    assert "| S1, S2 | **0.600 (n=1)** | **0.600 ± 0.000** |" in table  # seed 0 alone
+    assert "Sup. MultiViT, seed 1: failed (fit exited with 3" in table
+
+
+def test_a_run_that_trains_other_steps_than_planned_fails(
+    tmp_path: Path, fake_python: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_SHORT", "no_modality_attention")
+    make_protocol(tmp_path, fake_python, ["sen1floods11"], seeds=1).run()
+    folder = tmp_path / "results" / "sen1floods11" / "no_modality_attention" / "seed_0"
+    record = json.loads((folder / "stage.json").read_text())
+    assert (
+        record["status"] == "failed" and "trained 19 steps, the plan says 20" in record["message"]
+    )
+    table = (tmp_path / "results" / "sen1floods11" / "table_ablations.md").read_text()
+    assert "| S1, S2 | **0.600** | **0.600** | - | **0.600** |" in table
+
+
+def test_a_failed_pretraining_skips_its_fine_tuning(
+    tmp_path: Path, fake_python: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_FAIL", "pretrain_g/seed_0")
+    make_protocol(tmp_path, fake_python, ["quad"], seeds=1).run()
+    out = tmp_path / "results" / "quad"
+    status = json.loads((out / "fine_g" / "seed_0" / "stage.json").read_text())
+    assert status["status"] == "skipped" and "pretrain_g" in status["message"]
+    assert "fine_g" not in fit_names(calls(tmp_path))
+
+
+def test_calibration_plans_the_steps_and_a_rerun_reuses_the_plan(
+    tmp_path: Path, fake_python: Path
+) -> None:
+    protocol = make_protocol(tmp_path, fake_python, ["sen1floods11"], steps=None, min_steps=1)
+    protocol.budget_minutes = 60.0
+    protocol.run()
+    made = calls(tmp_path)
+    calibration = [call for call in made if call[2] == "fit" and "--trainer.max_steps" not in call]
+    assert {flag(call, "--trainer.logger") for call in calibration}  # the two slowest columns
+    assert sorted(Path(json.loads(flag(c, "--trainer.logger"))["init_args"]["save_dir"]).name
+                  for c in calibration) == ["sen1floods11", "sen1floods11"]  # fmt: skip
+    plan = json.loads((tmp_path / "results" / "plan.json").read_text())["plan"]
+    steps = plan["datasets"]["sen1floods11"]["segment_steps"]
+    epochs = plan["datasets"]["sen1floods11"]["segment_epochs"]
+    assert steps > 10 and steps % epochs == 0 and steps // epochs <= 10  # the loader has 10
+    fits = [call for call in made if call[2] == "fit" and "--trainer.max_steps" in call]
+    assert {flag(call, "--trainer.max_steps") for call in fits} == {str(steps)}
+    assert {flag(call, "--trainer.limit_train_batches") for call in fits} == {str(steps // epochs)}
+
+    again = make_protocol(tmp_path, fake_python, ["sen1floods11"], steps=None, min_steps=1)
+    again.budget_minutes = 60.0
+    again.run()
+    assert len(calls(tmp_path)) == len(made)  # no new calibration, nothing rerun
+
+
+def test_the_budget_guard_stops_and_says_so(tmp_path: Path, fake_python: Path) -> None:
+    protocol = make_protocol(tmp_path, fake_python, ["sen1floods11"], seeds=1)
+    protocol.budget_minutes = 0.01
+    protocol.plan = protocol.make_plan(60.0)
+    protocol.plan.datasets["sen1floods11"].segment_seconds = 3600.0  # far beyond the budget
+    plan_file = tmp_path / "results" / "plan.json"
+    saved = json.loads(plan_file.read_text())
+    saved["plan"] = protocol.plan.to_json()
+    saved["basis"]["budget_minutes"] = 0.01
+    plan_file.write_text(json.dumps(saved))
+    protocol.run()
+    record = json.loads(
+        (
+            tmp_path / "results" / "sen1floods11" / "sup_proposed" / "seed_0" / "stage.json"
+        ).read_text()
+    )
+    assert record["status"] == "not_run" and "budget ran out" in record["message"]
+    assert not [call for call in calls(tmp_path) if call[2] == "fit"]
+
+
+def test_publish_copies_only_a_complete_clean_run(
+    tmp_path: Path, fake_python: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "published"
+    monkeypatch.setenv("FAKE_FAIL", "no_masked_attention/seed_0")
+    make_protocol(tmp_path, fake_python, ["sen1floods11"], seeds=1).run()
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    with pytest.raises(
+        ValueError, match="no_masked_attention/seed_0: its earlier attempt is failed"
+    ):
+        publish(out, runs, target)
     monkeypatch.delenv("FAKE_FAIL")
-    make_protocol(tmp_path, fake_python, ["quad"]).run()
-    again = calls(tmp_path)[first:]
-    names = [
-        json.loads(call[call.index("--trainer.logger") + 1])["init_args"]["name"]
-        for call in again
-        if call[2] == "fit"
+    make_protocol(tmp_path, fake_python, ["sen1floods11"], seeds=1).run()
+    monkeypatch.setattr(runner_module, "git_state", lambda: dict(CLEAN, dirty=True, diff_sha="x"))
+    with pytest.raises(ValueError, match="uncommitted changes"):
+        publish(out, runs, target)
+    monkeypatch.setattr(runner_module, "git_state", lambda: dict(CLEAN))
+    (target / "old").mkdir(parents=True)
+    publish(out, runs, target)
+    assert not (target / "old").exists()
+    assert (target / "sen1floods11" / "table_main.md").is_file()
+    events = [
+        json.loads(line)["event"] for line in (target / "protocol.jsonl").read_text().splitlines()
     ]
-    assert names == ["pretrain_g", "fine_g"]
-    assert json.loads((out / "fine_g" / "stage.json").read_text())["status"] == "done"
+    assert events[-1] == "published"
 
 
 def test_read_scores_names_a_missing_column(tmp_path: Path) -> None:
@@ -195,3 +404,35 @@ def test_read_scores_names_a_missing_column(tmp_path: Path) -> None:
     assert read_scores(path, "test/miou") == {"s1": 0.25}
     with pytest.raises(KeyError, match="test/iou_1"):
         read_scores(path, DATASETS["sen1floods11"].metric)
+
+
+# -- tables and claims ---------------------------------------------------------------------------
+def test_cells_show_mean_spread_and_missing_seeds() -> None:
+    assert format_cell(Cell.of([0.2, 0.4]), planned=2) == "0.300 ± 0.141"
+    assert format_cell(Cell.of([0.2]), planned=3) == "0.200 (n=1)"
+    assert format_cell(None, planned=3) == "-"
+
+
+def test_claims_follow_the_rule() -> None:
+    assert compare(Cell(0.50, 0.02, 3), Cell(0.40, 0.05, 3)) == "above"
+    assert compare(Cell(0.50, 0.08, 3), Cell(0.45, 0.01, 3)) == "level"  # within the spread
+    assert compare(Cell(0.30, 0.01, 3), Cell(0.40, 0.01, 3)) == "below"
+
+    stage = dataset_stages("quad")[0]
+
+    def column(title: str, values: dict[str, list[float]], steps: int = 100) -> Column:
+        return Column(stage, title, values, [0, 1], [], {steps}, {8})
+
+    claim = next(c for c in CLAIMS if c.text.startswith("The proposed model beats MultiViT on in"))
+    proposed = column("Sup. Proposed", {"a+b": [0.5, 0.52], "a": [0.5, 0.51], "b": [0.3, 0.31]})
+    multivit = column("Sup. MultiViT", {"a+b": [0.5, 0.5], "a": [0.2, 0.21], "b": [0.3, 0.3]})
+    verdict, evidence = check_claim(claim, [proposed, multivit])
+    assert verdict == "holds on 1 of 2, level on the rest" and "above 1, level 1" in evidence
+    one_seed = column("Sup. MultiViT", {"a+b": [0.5], "a": [0.2], "b": [0.3]})
+    assert check_claim(claim, [proposed, one_seed])[0] == "cannot tell"
+    longer = column("Sup. MultiViT", multivit.scores, steps=200)
+    assert check_claim(claim, [proposed, longer])[0] == "not comparable"
+    costs_nothing = next(c for c in CLAIMS if "costs nothing" in c.text)
+    lower = column("w/ all", {"a+b": [0.4, 0.41], "a": [0.5, 0.5], "b": [0.3, 0.3]})
+    no_random = column("w/o Random", {"a+b": [0.5, 0.5], "a": [0.2, 0.2], "b": [0.3, 0.3]})
+    assert check_claim(costs_nothing, [lower, no_random])[0] == "does not hold (below on 1 of 1)"

@@ -4,10 +4,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.datamodule import collate_samples
-from fusion.heads import InstancePrediction
+from fusion.heads import InstancePrediction, MaskPredictions
 from fusion.tasks import PretrainTask, SegmentationTask
 from fusion.tasks.segmentation import patch_dropout_visibility
 
@@ -260,3 +261,104 @@ def test_tiles_without_data_in_the_subset_are_excluded_and_counted() -> None:
         task.evaluation_step(kept, "test")
     assert logged["test/excluded_tiles"] == 0.0
     torch.testing.assert_close(task.metrics["test"]["miou"].compute(), only_kept)
+
+
+# -- the empty subset's trivial predictor ------------------------------------------------------
+
+
+def labels(*runs: tuple[int, int]) -> dict:
+    """A one-image batch whose ``mask`` holds ``count`` pixels of ``label`` for each run."""
+    values = torch.cat([torch.full((count,), label) for label, count in runs])
+    return {"mask": values.reshape(1, 1, -1)}
+
+
+# Training labels: class 0 is the majority (35 against 25) only when every batch is counted
+# (the first and the last alone say class 1) and the 60 ignored pixels are left out (they
+# would be the largest "class").
+TRAIN = [
+    labels((0, 5), (1, 15), (255, 30)),
+    labels((0, 30), (255, 20)),
+    labels((1, 10), (255, 10)),
+]
+# Evaluated labels: class 1 is their majority (70 of the 100 labelled pixels).
+TEST = [labels((1, 40), (255, 20), (0, 30)), labels((1, 30))]
+
+
+def test_majority_class_counts_every_batch_and_skips_ignored_pixels() -> None:
+    task = tiny_task(num_classes=2)
+    assert task.majority_class(TRAIN) == 0
+    assert task.majority_class(TEST) == 1
+    assert task.majority_class(iter(TRAIN[:2])) == 0  # a generator is read once
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        task.majority_class([labels((255, 10))])
+    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
+        task.majority_class([labels((0, 3), (2, 1))])
+
+
+def test_trivial_scores_predict_the_given_majority_everywhere() -> None:
+    task = tiny_task(num_classes=2)
+    assert task.score_names == ("miou", "iou_0", "iou_1")
+    # Majority of the evaluated labels themselves: class 1 on 70 of 100 labelled pixels.
+    own = task.trivial_scores(TEST)
+    assert own == pytest.approx({"miou": 0.35, "iou_0": 0.0, "iou_1": 0.7}, abs=1e-6)
+    # Majority of the training split (class 0), scored on the evaluated labels: 30 of 100.
+    trained = task.trivial_scores(iter(TEST), majority=task.majority_class(TRAIN))
+    assert trained == pytest.approx({"miou": 0.15, "iou_0": 0.3, "iou_1": 0.0}, abs=1e-6)
+    with pytest.raises(ValueError, match="majority class 2"):
+        task.trivial_scores(TEST, majority=2)
+
+
+def test_trivial_scores_of_instances_are_zero() -> None:
+    task = tiny_task("instance")
+    assert task.score_names == ("ap50", "ap")
+    assert task.trivial_scores(TEST, majority=0) == {"ap50": 0.0, "ap": 0.0}
+
+
+# -- semantic metrics through the task's own inference --------------------------------------------
+
+
+def certain_predictions(mask: Tensor, num_classes: int, classes: list[int]) -> MaskPredictions:
+    """Mask2Former outputs that are sure of a segmentation.
+
+    Query ``q`` covers the pixels labelled ``q`` (mask logit +20, else -20) and says class
+    ``classes[q]`` (logit +20, the other classes and no-object -20): ``classes = range(K)``
+    reproduces ``mask``, a permutation relabels it. The masks are at the label resolution
+    (bilinear upsampling from a quarter would blur the block corners).
+
+    Args:
+        mask: ``int64 [B, H, W]`` labels, 255 ignored.
+        num_classes: K.
+        classes: class said by each of the K queries.
+
+    Returns:
+        Class logits ``[B, K, K + 1]`` and mask logits ``[B, K, H, W]`` (one decoder stage).
+    """
+    queries = torch.arange(num_classes)
+    mask_logits = torch.where(mask[:, None] == queries[None, :, None, None], 20.0, -20.0)
+    class_logits = torch.full((len(mask), num_classes, num_classes + 1), -20.0)
+    class_logits[:, queries, torch.tensor(classes)] = 20.0
+    return MaskPredictions([class_logits], [mask_logits])
+
+
+def test_perfect_predictions_score_one_and_swapped_classes_do_not() -> None:
+    task = tiny_task()  # 7 classes
+    data = batch()  # 4 x 4 blocks of the 7 classes, an ignored 6 x 6 corner
+    mask = data["mask"]
+    present = set(mask.unique().tolist()) - {255}
+    assert present == set(range(7)) and (mask == 255).any()
+
+    perfect = certain_predictions(mask, 7, list(range(7)))
+    classes = task.semantic_prediction(perfect, (32, 32))
+    assert classes.shape == (4, 32, 32) and classes.dtype == torch.int64
+    assert torch.equal(classes[mask != 255], mask[mask != 255])
+    logged = capture_logs(task)
+    task.update_metrics("test", perfect, data)
+    task.log_metrics("test")
+    assert float(logged["test/miou"]) == 1.0
+    assert all(float(logged[f"test/iou_{k}"]) == 1.0 for k in range(7))
+
+    swapped = certain_predictions(mask, 7, [1, 0, 2, 3, 4, 5, 6])  # classes 0 and 1 exchanged
+    task.update_metrics("test", swapped, data)
+    task.log_metrics("test")
+    assert float(logged["test/iou_0"]) == 0.0 and float(logged["test/iou_1"]) == 0.0
+    assert float(logged["test/miou"]) == pytest.approx(5 / 7)
