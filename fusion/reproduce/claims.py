@@ -20,11 +20,16 @@ from fusion.reproduce.tables import Cell, Column
 if TYPE_CHECKING:
     from fusion.reproduce.runner import Protocol
 
+EMPTY_TOLERANCE = 0.005
+"""How close to the empty subset's score a mean counts as having learned nothing."""
+
 RULE = (
     "A column is *above* another on a subset when its mean over seeds exceeds the other's by "
     "more than the larger of their two standard deviations over seeds, *below* in the "
     "opposite case, and *level* otherwise; only columns trained for the same number of steps "
-    "are compared, and only with two or more seeds each."
+    "are compared, and only with two or more seeds each. Where both columns score the empty "
+    f"subset's score (within {EMPTY_TOLERANCE}) on every subset compared, neither learned "
+    "anything and the claim cannot be told."
 )
 
 
@@ -114,8 +119,15 @@ def subsets_of(claim: Claim, rows: Sequence[str]) -> list[str]:
     return list(rows)
 
 
-def check_claim(claim: Claim, columns: Sequence[Column]) -> tuple[str, str]:
+def check_claim(
+    claim: Claim, columns: Sequence[Column], empty: float | None = None
+) -> tuple[str, str]:
     """The verdict and its evidence for one dataset's columns.
+
+    Args:
+        claim: The claim.
+        columns: The columns of the table the claim reads.
+        empty: The empty subset's score (the majority class everywhere), if known.
 
     Returns:
         ``(verdict, evidence)``, e.g. ``("holds on 9 of 14, level on the rest",
@@ -133,6 +145,10 @@ def check_claim(claim: Claim, columns: Sequence[Column]) -> tuple[str, str]:
         return "cannot tell", "no finished runs"
     if min(min(a.n, b.n) for a, b in cells) < 2:
         return "cannot tell", "fewer than two seeds"
+    if empty is not None and all(
+        abs(c.mean - empty) <= EMPTY_TOLERANCE for pair in cells for c in pair
+    ):
+        return "cannot tell", f"both columns at the empty subset's score {empty:.3f}"
     counts = {"above": 0, "level": 0, "below": 0}
     for a, b in cells:
         counts[compare(a, b)] += 1
@@ -147,12 +163,17 @@ def check_claim(claim: Claim, columns: Sequence[Column]) -> tuple[str, str]:
     return verdict(claim, counts), evidence
 
 
-def write_claims(protocol: Protocol, columns: Mapping[str, Mapping[str, Sequence[Column]]]) -> Path:
+def write_claims(
+    protocol: Protocol,
+    columns: Mapping[str, Mapping[str, Sequence[Column]]],
+    empties: Mapping[str, float | None] | None = None,
+) -> Path:
     """Writes ``claims.md``: every claim on every dataset of the run, with the rule.
 
     Args:
         protocol: The protocol (for the commit and the output folder).
         columns: Dataset -> table name -> its columns (`fusion.reproduce.tables`).
+        empties: Dataset -> the empty subset's score, where known.
 
     Returns:
         The path written.
@@ -169,7 +190,8 @@ def write_claims(protocol: Protocol, columns: Mapping[str, Mapping[str, Sequence
     ]
     for claim in CLAIMS:
         for dataset, tables in columns.items():
-            result, evidence = check_claim(claim, tables.get(claim.table, []))
+            empty = (empties or {}).get(dataset)
+            result, evidence = check_claim(claim, tables.get(claim.table, []), empty)
             if result == "not in this protocol":
                 continue
             lines.append(f"| {claim.text} ({claim.tables}) | {dataset} | {result} | {evidence} |")

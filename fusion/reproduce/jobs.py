@@ -87,11 +87,21 @@ class RunJob:
 
 
 class CalibrationJob(RunJob):
-    """A short fit of one stage (and, for segmentation, an evaluation of it), timed."""
+    """A short fit of one stage (and, if asked, an evaluation of it over every subset), timed.
 
-    def __init__(self, protocol: Protocol, stage: Stage, folder: Path) -> None:
+    Args:
+        protocol: The protocol.
+        stage: The stage to time.
+        folder: Where the calibration's logs and figures go.
+        evaluate: Whether to time ``fusion evaluate`` on the fit's checkpoint too (one
+            segmentation stage per dataset is enough: the evaluation's cost does not depend
+            on the column).
+    """
+
+    def __init__(self, protocol: Protocol, stage: Stage, folder: Path, evaluate: bool) -> None:
         self.protocol = protocol
         self.stage = stage
+        self.evaluate = evaluate
         self.folder = folder / stage.dataset / stage.name
         self.log = self.folder / "fit.log"
         self.timing: KindTiming | None = None
@@ -136,7 +146,7 @@ class CalibrationJob(RunJob):
                 validation_seconds=measured["validation_seconds"] or 0.0,
                 batch_size=measured["batch_size"],
             )
-            if self.stage.kind == "segment":
+            if self.evaluate:
                 checkpoint = (
                     self.protocol.runs_dir / "calibration" / self.stage.dataset / self.stage.name
                 )

@@ -299,8 +299,9 @@ class Protocol:
             names = list(SLOWEST_SEGMENT_STAGES)
             if DATASETS[dataset].pretrain_config is not None:
                 names.append("pretrain_gc")
-            for name in names:
-                jobs.append(CalibrationJob(self, self.stage_by_name(dataset, name), folder))
+            for index, name in enumerate(names):
+                stage = self.stage_by_name(dataset, name)
+                jobs.append(CalibrationJob(self, stage, folder, evaluate=index == 0))
         print(
             f"Calibrating: {len(jobs)} short fits of {CALIBRATION_STEPS} steps (the slowest "
             f"columns) and an evaluation per dataset, on {len(self.slots)} job slot(s) ...",

@@ -293,6 +293,21 @@ def write_contributions_summary(
     return path
 
 
+def empty_score(protocol: Protocol, dataset: str) -> float | None:
+    """The empty subset's score (the training split's majority class everywhere), if known.
+
+    Read from the ``contributions.json`` of the dataset's finished ``sup_proposed`` runs.
+    """
+    stage = next(s for s in protocol.stages if s.dataset == dataset and s.name == "sup_proposed")
+    for seed in range(protocol.plan.seeds):
+        run = Run(stage, seed)
+        path = protocol.run_dir(run) / "contributions.json"
+        if protocol.record(run) is not None and protocol.reuse_problem(run) is None:
+            if path.is_file():
+                return float(json.loads(path.read_text())["empty"])
+    return None
+
+
 def write_all_tables(protocol: Protocol) -> list[Path]:
     """Every dataset's tables and contributions, and the claims table."""
     from fusion.reproduce.claims import write_claims
@@ -310,5 +325,6 @@ def write_all_tables(protocol: Protocol) -> list[Path]:
         summary = write_contributions_summary(protocol, dataset, tables["table_ablations"])
         if summary is not None:
             written.append(summary)
-    written.append(write_claims(protocol, all_columns))
+    empties = {dataset: empty_score(protocol, dataset) for dataset in protocol.datasets}
+    written.append(write_claims(protocol, all_columns, empties))
     return written
