@@ -224,8 +224,9 @@ class StageJob(RunJob):
             command=protocol.fit_command(run),
         )
         if run.stage.pretrained_from is not None:
-            source = Run(protocol.stage_by_name(run.stage.dataset, run.stage.pretrained_from), 0)
-            source = Run(source.stage, run.seed)
+            source = Run(
+                protocol.stage_by_name(run.stage.dataset, run.stage.pretrained_from), run.seed
+            )
             if not protocol.is_done(source):
                 self.record.status = "skipped"
                 self.record.message = (

@@ -419,9 +419,9 @@ class Protocol:
         todo = []
         for run in self.runs():
             problem = self.reuse_problem(run)
-            if self.record(run) is None or problem is not None:
-                if problem is not None:
-                    print(f"{run.key}: runs again, since {problem}", flush=True)
+            if problem is not None:
+                print(f"{run.key}: runs again, since {problem}", flush=True)
+            if problem is not None or self.record(run) is None:
                 todo.append(run)
         print(
             f"{len(self.runs()) - len(todo)} run(s) already done with this code and plan, "

@@ -255,9 +255,7 @@ def write_contributions_summary(
         for seed in range(protocol.plan.seeds):
             run = Run(stage, seed)
             path = protocol.run_dir(run) / "contributions.json"
-            if protocol.record(run) is None or protocol.reuse_problem(run) is not None:
-                continue
-            if not path.is_file():
+            if not protocol.is_done(run) or not path.is_file():
                 continue
             data = json.loads(path.read_text())
             metric = data.get("title", data.get("metric", ""))
@@ -302,9 +300,8 @@ def empty_score(protocol: Protocol, dataset: str) -> float | None:
     for seed in range(protocol.plan.seeds):
         run = Run(stage, seed)
         path = protocol.run_dir(run) / "contributions.json"
-        if protocol.record(run) is not None and protocol.reuse_problem(run) is None:
-            if path.is_file():
-                return float(json.loads(path.read_text())["empty"])
+        if protocol.is_done(run) and path.is_file():
+            return float(json.loads(path.read_text())["empty"])
     return None
 
 
