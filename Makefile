@@ -20,7 +20,7 @@ EMBEDDED_quad := $(DATA_DIR)/quadruplets
 EMBEDDED_dfc2023 := $(DATA_DIR)/dfc2023
 CONFIG := $(CONFIG_$(DATASET))
 
-.PHONY: help setup data test test-slow lint format bench pretrain reproduce publish-results check-dataset clean
+.PHONY: help setup data test test-slow lint format bench bench-gpu pretrain reproduce publish-results check-dataset clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 
 bench: data ## Benchmarks: data pipeline and backbone speed, printed side by side
 	$(PY) -m benchmarks
+
+bench-gpu: $(STAMP) ## The paper's configs on CUDA: samples/s, peak memory, MFU (skipped without a GPU)
+	$(PY) -m benchmarks.gpu
 
 check-dataset:
 	@test -n "$(CONFIG)" || { echo "DATASET must be quad or dfc2023, not '$(DATASET)'"; exit 2; }

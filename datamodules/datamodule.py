@@ -16,7 +16,15 @@ from torchgeo.datamodules import NonGeoDataModule
 
 from datamodules.augmentation import JointAugmentation
 from datamodules.dataset import MultimodalDataset
-from datamodules.modality_sampling import ModalitySampling, check_modalities
+from datamodules.modality_sampling import (
+    DrawUnit,
+    ModalitySampler,
+    ModalitySampling,
+    check_modalities,
+    draw_batch_subset,
+    make_modality_sampler,
+)
+from datamodules.samplers import evaluation_sampler
 
 ROOT_ENVIRONMENT_VARIABLE = "FUSION_DATA_ROOT"
 """Environment variable read when a DataModule is given no ``root``."""
@@ -120,8 +128,10 @@ def _windows_intersect(first: Window | None, second: Window | None) -> bool:
 class MultimodalDataModule(NonGeoDataModule):
     """TorchGeo DataModule for a :class:`~datamodules.dataset.MultimodalDataset`.
 
-    The training split draws a modality subset per sample (``train_modalities``, default uniform
-    over the non-empty subsets, paper Sec. III-F) and is augmented; validation and test show
+    The training split shows random modality subsets (``train_modalities``, default uniform
+    over the non-empty subsets, paper Sec. III-F), drawn once per batch (``train_modalities_per:
+    batch``, the paper's IV-B-5: every sample of a step shows the same subset, so nothing is
+    padded) or once per sample, and is augmented; validation and test show
     ``eval_modalities`` (default all) without augmentation. Use
     :meth:`set_eval_modalities` to evaluate another subset with the same datasets. An
     evaluation subset is never swapped for other modalities: a tile where it has no data gives
@@ -141,6 +151,11 @@ class MultimodalDataModule(NonGeoDataModule):
         crop_size: output size of the training random resized crop (None: no crop).
         crop_scale: area range of the random resized crop.
         stats: normalization statistics (mapping or JSON path), None for the defaults.
+        train_modalities_per: ``"batch"``: one draw of ``train_modalities`` per training
+            batch (the tiles are loaded with every modality they have, and the draw is applied
+            in :meth:`on_after_batch_transfer`; a tile with none of the drawn modalities gets a
+            draw of its own, counted in the batch's ``subset_fallback``); ``"sample"``: one
+            draw per sample, in the dataset.
         **dataset_kwargs: further arguments of ``dataset_class``.
     """
 
@@ -158,6 +173,7 @@ class MultimodalDataModule(NonGeoDataModule):
         crop_size: int | None = None,
         crop_scale: tuple[float, float] = (0.5, 1.0),
         stats: str | Path | dict[str, Any] | None = None,
+        train_modalities_per: DrawUnit = "batch",
         **dataset_kwargs: Any,
     ) -> None:
         if root is None:
@@ -178,14 +194,31 @@ class MultimodalDataModule(NonGeoDataModule):
             stats=stats,
             **dataset_kwargs,
         )
+        if train_modalities_per not in ("batch", "sample"):
+            raise ValueError(
+                f"train_modalities_per must be 'batch' or 'sample', got {train_modalities_per!r}"
+            )
         self.modalities = modalities
         self.train_modalities = train_modalities
         self.eval_modalities = eval_modalities
+        self.train_modalities_per = train_modalities_per
+        make_modality_sampler(train_modalities, modalities)  # refuse a bad rule early
         size = (crop_size, crop_size) if crop_size is not None else None
         self.train_augmentation = JointAugmentation(size, crop_scale) if augment else None
         self.collate_fn = collate_samples
         self.aug = None  # samples are normalized and augmented in the dataset, per sample
         self.train_generator = torch.Generator()
+        self.subset_generator = torch.Generator()
+
+    @property
+    def subset_rule(self) -> ModalitySampler:
+        """The training split's modality sampling rule (from ``train_modalities``)."""
+        return make_modality_sampler(self.train_modalities, self.modalities)
+
+    @property
+    def draws_per_batch(self) -> bool:
+        """Whether the training subsets are drawn per batch (a random rule, ``per: batch``)."""
+        return self.train_modalities_per == "batch" and self.subset_rule.random
 
     @property
     def modality_specs(self) -> dict[str, int | tuple[str, int]]:
@@ -211,10 +244,13 @@ class MultimodalDataModule(NonGeoDataModule):
             ValueError: if two of the splits set up so far share a tile or region.
         """
         if stage == "fit":  # each process of a distributed run draws its own subsets
-            self.train_generator.manual_seed(torch.initial_seed() + self._process_rank())
+            seed = torch.initial_seed() + self._process_rank()
+            self.train_generator.manual_seed(seed)
+            self.subset_generator.manual_seed(seed + 1)
             self.train_dataset = self.dataset_class(
                 split="train",
-                modality_sampling=self.train_modalities,
+                # per batch: load what the tiles have; the subset is drawn for the whole batch
+                modality_sampling="all" if self.draws_per_batch else self.train_modalities,
                 augmentation=self.train_augmentation,
                 **self.kwargs,
             )
@@ -251,13 +287,22 @@ class MultimodalDataModule(NonGeoDataModule):
         resumed run draws the same samples as an uninterrupted one. Evaluation loaders have a
         generator of their own. Neither touches torch's global generator, which the tasks use
         for token masks.
+
+        In a distributed run (``torch.distributed`` initialised, more than one process), the
+        evaluation loaders ('val', 'test', 'predict') split the tiles among the processes
+        without padding (:func:`~datamodules.samplers.evaluation_sampler`), so that the
+        metrics, synchronised over the processes, count every tile once. Lightning keeps a
+        sampler that is already a ``DistributedSampler`` and gives the training loader its own.
         """
         dataset = self._valid_attribute(f"{split}_dataset", "dataset")
         train = split == "train"
+        # Lightning replaces no DistributedSampler (DataConnector._requires_distributed_sampler)
+        sampler = None if train else evaluation_sampler(dataset)
         return SeededDataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
             drop_last=train and len(dataset) > self.batch_size,
@@ -267,7 +312,10 @@ class MultimodalDataModule(NonGeoDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """The training loader's random state, for exact resumption from checkpoints."""
-        return {"train_generator": self.train_generator.get_state()}
+        return {
+            "train_generator": self.train_generator.get_state(),
+            "subset_generator": self.subset_generator.get_state(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the training loader's random state.
@@ -277,16 +325,59 @@ class MultimodalDataModule(NonGeoDataModule):
         """
         if "train_generator" in state_dict:
             self.train_generator.set_state(state_dict["train_generator"])
+            if "subset_generator" in state_dict:
+                self.subset_generator.set_state(state_dict["subset_generator"])
             rank = self._process_rank()
             if rank:
                 seed = int(torch.randint(2**62, (), generator=self.train_generator))
                 self.train_generator.manual_seed(seed + rank)
+                self.subset_generator.manual_seed(seed + rank + 1)
 
     def _process_rank(self) -> int:
         """The global rank of this process in a distributed run; 0 without a trainer."""
         trainer = getattr(self, "trainer", None)
         return trainer.global_rank if trainer is not None else 0
 
+    def draw_batch_modalities(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Show one random modality subset in a whole training batch (``per: batch``).
+
+        The draw comes from :attr:`subset_generator` (seeded like the training loader, saved in
+        checkpoints). Modalities left out become absent as the sample contract says: ``present``
+        and ``valid`` False, zeros (the no-data id for class maps) in their rasters.
+
+        Args:
+            batch: a training batch loaded with every modality its tiles have.
+
+        Returns:
+            The batch with ``present``, ``valid`` and the dropped rasters changed, and
+            ``subset_fallback`` ``bool [B]``: True for tiles that had none of the drawn
+            modalities and got a draw of their own.
+        """
+        present = batch["present"]
+        shown, fallback = draw_batch_subset(
+            self.subset_rule, present.cpu(), self.subset_generator, batch.get("name")
+        )
+        shown, fallback = shown.to(present.device), fallback.to(present.device)
+        batch = dict(batch)
+        info = self.dataset_class.all_modalities
+        for column, name in enumerate(self.modalities):
+            dropped = present[:, column] & ~shown[:, column]
+            if bool(dropped.any()):
+                fill = info[name].nodata_id if info[name].categorical else 0
+                rows = dropped.view(-1, *([1] * (batch[name].ndim - 1)))
+                batch[name] = batch[name].masked_fill(rows, fill)
+        batch["present"] = shown
+        if "valid" in batch:
+            batch["valid"] = batch["valid"] & shown[:, :, None, None]
+        batch["subset_fallback"] = fallback
+        return batch
+
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Return the batch unchanged (TorchGeo's default would normalize an ``image`` key)."""
+        """Draw the training batch's modality subset (``per: batch``); other batches unchanged.
+
+        (TorchGeo's default would normalize an ``image`` key instead.)
+        """
+        trainer = getattr(self, "trainer", None)
+        if self.draws_per_batch and trainer is not None and trainer.training:
+            return self.draw_batch_modalities(batch)
         return batch

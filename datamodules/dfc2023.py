@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +27,7 @@ from pycocotools import mask as coco_mask
 from datamodules.augmentation import JointAugmentation
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.dataset import Modality, MultimodalDataset, Target
-from datamodules.modality_sampling import ModalitySampling
+from datamodules.modality_sampling import DrawUnit, ModalitySampling
 from datamodules.rasters import RasterError, RasterGrid
 
 SAR_DB_RANGE = (-25.0, 0.0)
@@ -36,6 +37,26 @@ loader does."""
 
 class CocoError(ValueError):
     """A COCO annotation file is empty, malformed or points at missing tiles."""
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    """One image of a COCO annotation file.
+
+    Attributes:
+        id: its ``image_id``.
+        height: rows of the annotated image (pixels).
+        width: columns of the annotated image (pixels).
+    """
+
+    id: int
+    height: int
+    width: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return self.height, self.width
 
 
 class DFC2023(MultimodalDataset):
@@ -127,6 +148,21 @@ class DFC2023(MultimodalDataset):
     def tile_name(self, index: int) -> str:
         """File name of tile ``index`` without extension."""
         return Path(self.images[index]["file_name"]).stem
+
+    def coco_image(self, index: int) -> CocoImage:
+        """The annotation file's record of tile ``index``: COCO image id and native size.
+
+        The native size is the one the annotations (and the contest's scoring) use, e.g.
+        512 x 512, whatever ``image_size`` the samples are resized to.
+        """
+        image = self.images[index]
+        return CocoImage(int(image["id"]), int(image["height"]), int(image["width"]))
+
+    @property
+    def category_ids(self) -> tuple[int, ...]:
+        """COCO ``category_id`` of each class id ``0..K-1`` (the inverse of the remapping)."""
+        by_label = {label: category for category, label in self.category_index.items()}
+        return tuple(by_label[label] for label in range(len(by_label)))
 
     def _tile_paths(self, index: int) -> dict[str, Path]:
         return self._tile_paths_of(self.images[index]["file_name"])
@@ -242,6 +278,8 @@ class DFC2023DataModule(MultimodalDataModule):
         crop_scale: area range of the random resized crop.
         stats: normalization statistics (mapping or JSON path), None for the defaults.
         instances: return building instances (False for pretraining, which needs none).
+        train_modalities_per: ``"batch"`` (one subset per training batch, the paper's
+            IV-B-5) or ``"sample"``.
     """
 
     def __init__(
@@ -258,6 +296,7 @@ class DFC2023DataModule(MultimodalDataModule):
         crop_scale: tuple[float, float] = (0.5, 1.0),
         stats: str | dict[str, Any] | None = None,
         instances: bool = True,
+        train_modalities_per: DrawUnit = "batch",
     ) -> None:
         super().__init__(
             DFC2023,
@@ -273,4 +312,5 @@ class DFC2023DataModule(MultimodalDataModule):
             crop_scale,
             stats,
             instances=instances,
+            train_modalities_per=train_modalities_per,
         )

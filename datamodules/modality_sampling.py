@@ -1,8 +1,9 @@
-"""Random modality combinations (paper Sec. III-F): which modalities a sample shows.
+"""Random modality combinations (paper Sec. III-F, IV-B-5): which modalities a sample shows.
 
-During training each sample gets its own subset of the dataset's modalities, drawn afresh every
-time the sample is loaded (per sample, not per batch or per epoch). Evaluation fixes one subset,
-so that one dataset object can be evaluated on each of the ``2^M - 1`` non-empty subsets in turn.
+During training the subset is drawn afresh for every batch (:func:`draw_batch_subset`, the
+paper's "random modality combinations at each iteration", the default) or for every sample each
+time it is loaded (the DataModule's ``train_modalities_per``). Evaluation fixes one subset, so
+that one dataset object can be evaluated on each of the ``2^M - 1`` non-empty subsets in turn.
 
 A tile may lack a modality (no data over the whole tile). A random rule is then redrawn until
 its draw keeps a modality with data, and the modalities without data are dropped from it: for
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch
 
@@ -33,6 +35,9 @@ ModalitySampling = float | str | Mapping[str, float] | Sequence[str]
 parses, so ``--data.init_args.train_modalities=0.5`` (as a W&B sweep agent writes it) gives
 the drop probability 0.5, where ``str`` first gave the unknown rule ``'0.5'``.
 """
+
+DrawUnit = Literal["batch", "sample"]
+"""What one random draw of the training subset covers: a whole batch, or one sample."""
 
 
 def check_modalities(requested: Sequence[str] | None, known: Sequence[str]) -> tuple[str, ...]:
@@ -188,3 +193,47 @@ def make_modality_sampler(spec: ModalitySampling, modalities: Sequence[str]) -> 
     if isinstance(spec, Mapping):
         return IndependentDrop(modalities, {k: float(v) for k, v in spec.items()})
     return FixedSubset(modalities, list(spec))
+
+
+def draw_batch_subset(
+    sampler: ModalitySampler,
+    present: torch.Tensor,
+    generator: torch.Generator | None = None,
+    names: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One modality subset for a whole batch (the paper's "random combination per iteration").
+
+    The batch was loaded with every modality that has data on its tiles (``present``). One
+    draw of ``sampler`` then decides what the whole batch shows: ``present & draw``. A sample
+    whose tile has data in none of the drawn modalities cannot show that subset; it falls back
+    to a draw of its own, redrawn until it keeps a modality with data (so ``"uniform"`` stays
+    uniform over the subsets the tile has), and is flagged in the returned ``fallback``.
+
+    Args:
+        sampler: the training rule (random, e.g. :class:`UniformSubsets`).
+        present: ``bool [B, M]``, the modalities with data on each tile.
+        generator: torch generator of the draws (None: torch's global one).
+        names: tile names, for the error message.
+
+    Returns:
+        ``shown`` ``bool [B, M]`` (a subset of ``present``, never empty) and ``fallback``
+        ``bool [B]``, True for the samples that could not show the batch's subset.
+
+    Raises:
+        ValueError: if a tile has no modality with data at all.
+    """
+    empty = ~present.any(dim=1)
+    if bool(empty.any()):
+        row = int(empty.nonzero()[0])
+        name = repr(names[row]) if names is not None else f"number {row} of the batch"
+        raise ValueError(f"Tile {name}: every modality is no data")
+    flags = torch.tensor(sampler.sample(generator), dtype=torch.bool, device=present.device)
+    shown = present & flags
+    fallback = ~shown.any(dim=1)
+    for row in fallback.nonzero().flatten().tolist():
+        while True:
+            own = torch.tensor(sampler.sample(generator), dtype=torch.bool, device=present.device)
+            if bool((own & present[row]).any()):
+                shown[row] = own & present[row]
+                break
+    return shown, fallback

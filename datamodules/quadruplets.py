@@ -37,7 +37,7 @@ from datamodules.landcover import (
     LANDCOVER_CLASSES,
     urban_atlas_to_classes,
 )
-from datamodules.modality_sampling import ModalitySampling
+from datamodules.modality_sampling import DrawUnit, ModalitySampling
 from datamodules.rasters import RasterGrid, read_raster
 
 LABEL_FOLDER = "label"
@@ -193,6 +193,8 @@ class QuadrupletsDataModule(MultimodalDataModule):
         crop_size: output size of the training crop (None: no crop, only flips/rotations).
         crop_scale: area range of the random resized crop.
         stats: normalization statistics (mapping or JSON path), None for the defaults.
+        train_modalities_per: ``"batch"`` (one subset per training batch, the paper's
+            IV-B-5) or ``"sample"``.
     """
 
     def __init__(
@@ -208,6 +210,7 @@ class QuadrupletsDataModule(MultimodalDataModule):
         crop_size: int | None = None,
         crop_scale: tuple[float, float] = (0.5, 1.0),
         stats: str | dict[str, Any] | None = None,
+        train_modalities_per: DrawUnit = "batch",
     ) -> None:
         super().__init__(
             Quadruplets,
@@ -222,4 +225,5 @@ class QuadrupletsDataModule(MultimodalDataModule):
             crop_size,
             crop_scale,
             stats,
+            train_modalities_per=train_modalities_per,
         )

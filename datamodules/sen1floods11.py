@@ -23,7 +23,7 @@ from datamodules.augmentation import JointAugmentation
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.dataset import Modality, MultimodalDataset, Target
 from datamodules.landcover import IGNORE_INDEX
-from datamodules.modality_sampling import ModalitySampling
+from datamodules.modality_sampling import DrawUnit, ModalitySampling
 from datamodules.rasters import RasterGrid, read_raster
 
 SHARED_CHIP_FOLDER = Path(__file__).resolve().parents[2] / "shared/realdata/sen1floods11"
@@ -181,6 +181,8 @@ class Sen1Floods11DataModule(MultimodalDataModule):
         stats: normalization statistics (mapping or JSON path), None for the defaults.
         tile_size: side of the square tiles, pixels.
         stride: step between training tiles (default ``tile_size``).
+        train_modalities_per: ``"batch"`` (one subset per training batch, the paper's
+            IV-B-5) or ``"sample"``.
     """
 
     def __init__(
@@ -198,6 +200,7 @@ class Sen1Floods11DataModule(MultimodalDataModule):
         stats: str | dict[str, Any] | None = None,
         tile_size: int = 64,
         stride: int | None = None,
+        train_modalities_per: DrawUnit = "batch",
     ) -> None:
         super().__init__(
             Sen1Floods11Chip,
@@ -214,4 +217,5 @@ class Sen1Floods11DataModule(MultimodalDataModule):
             stats,
             tile_size=tile_size,
             stride=stride,
+            train_modalities_per=train_modalities_per,
         )

@@ -466,7 +466,9 @@ class MaskedFusionViT(nn.Module):
         """
         tokens, intermediates = self.forward_blocks(self.embed(inputs, present, visible, pack))
         tokens = replace(
-            tokens, fusion=self.norm(tokens.fusion), modality=self.norm(tokens.modality)
+            tokens,
+            fusion=self.norm(tokens.fusion),
+            modality=tokens.layout.tokenwise(self.norm, tokens.modality),
         )
         return tokens, [intermediates[number] for number in self.intermediate_blocks]
 

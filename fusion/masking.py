@@ -1,6 +1,12 @@
-"""MultiMAE token masking (paper Sec. II-B, III-D): which modality tokens the encoder sees.
+"""Token masking: which modality tokens the encoder sees.
 
-Each sample shows a fixed number of visible tokens, ``round(visible_fraction * N)`` with ``N``
+Two draws share this module. :func:`sample_visible_tokens` is MultiMAE's masking (paper Sec.
+II-B, III-D), used by pretraining and, as the spatial random mask of supervised training
+(IV-B-5, with the share to hide given by PatchDropout, III-F), by segmentation.
+:func:`sample_patch_dropout` is plain PatchDropout, the same share hidden in every modality.
+
+Each sample shows a fixed number of visible tokens, ``round(visible_fraction * N)`` (at least
+one) with ``N``
 the sample's available tokens: ``M_present * L`` when every patch holds data (the paper: half of
 all modality tokens). The share of each present modality is drawn from a symmetric Dirichlet
 distribution with concentration ``alpha`` (1 in the paper); within a modality the visible patch
@@ -13,9 +19,16 @@ the visible count is exact.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 from torch.distributions import Gamma
+
+ModalityShares = Literal["dirichlet", "equal"]
+"""How a masked share of a sample's tokens is split among its modalities: proportions drawn
+from a symmetric Dirichlet (MultiMAE, the paper's spatial random mask), or the same share of
+every modality (plain PatchDropout)."""
 
 
 def split_token_count(total: int, shares: Tensor, capacity: int | Tensor) -> Tensor:
@@ -87,8 +100,10 @@ def sample_visible_tokens(
     gamma = Gamma(torch.tensor(float(alpha), dtype=torch.float64), 1.0).sample((batch, modalities))
     shares = torch.where(capacity > 0, gamma, 0.0)
     counts = torch.stack(
-        [
-            split_token_count(round(visible_fraction * int(room.sum())), s, room)
+        [  # at least one visible token where the sample has any
+            split_token_count(
+                min(int(room.sum()), max(1, round(visible_fraction * int(room.sum())))), s, room
+            )
             for room, s in zip(capacity, shares, strict=True)
         ]
     )
@@ -96,3 +111,52 @@ def sample_visible_tokens(
     noise = torch.rand(batch, modalities, num_positions).masked_fill(~usable, 2.0)
     ranks = noise.argsort(dim=-1).argsort(dim=-1)
     return (ranks < counts[..., None]).to(present.device)
+
+
+def sample_patch_dropout(
+    present: Tensor,
+    num_positions: int,
+    drop_fraction: float,
+    shares: ModalityShares = "dirichlet",
+    alpha: float = 1.0,
+    available: Tensor | None = None,
+) -> Tensor:
+    """Tokens kept by the spatial random mask of supervised training, from torch's generator.
+
+    ``"dirichlet"`` (the paper's IV-B-5): each sample keeps ``round((1 - drop_fraction) * N)``
+    of its ``N`` available modality tokens, split among its present modalities by proportions
+    from a symmetric Dirichlet(``alpha``) (:func:`sample_visible_tokens`): the count is the same
+    for samples that show as much, so a batch sharing one modality subset needs no padding.
+    ``"equal"``: every present modality keeps ``L - round(drop_fraction * L)`` (at least one) of
+    its ``L`` positions, at random (PatchDropout applied per modality); unavailable tokens drawn
+    there stay hidden.
+
+    Args:
+        present: ``bool [B, M]``, which modalities each sample shows.
+        num_positions: patch positions per modality, ``L``.
+        drop_fraction: share of the tokens to hide, in [0, 1).
+        shares: ``"dirichlet"`` or ``"equal"``.
+        alpha: Dirichlet concentration (``"dirichlet"`` only).
+        available: optional ``bool [B, M, L]``, False for tokens without data.
+
+    Returns:
+        ``bool [B, M, L]``, True where the token is kept (never where it is absent or
+        unavailable).
+
+    Raises:
+        ValueError: for a fraction outside [0, 1) or unknown ``shares``.
+    """
+    if not 0.0 <= drop_fraction < 1.0:
+        raise ValueError(f"patch_dropout must be in [0, 1), got {drop_fraction}")
+    if shares == "dirichlet":
+        return sample_visible_tokens(present, num_positions, 1.0 - drop_fraction, alpha, available)
+    if shares != "equal":
+        raise ValueError(f"shares must be 'dirichlet' or 'equal', got {shares!r}")
+    batch, modalities = present.shape
+    keep = max(1, num_positions - round(drop_fraction * num_positions))
+    noise = torch.rand(batch, modalities, num_positions, device=present.device)
+    kept = noise.argsort(dim=-1).argsort(dim=-1) < keep  # a random permutation per row
+    kept &= present[..., None]
+    if available is not None:
+        kept &= available.to(present.device)
+    return kept

@@ -2,7 +2,7 @@
 
     fusion evaluate --config experiments/segment_quad.yaml --ckpt_path runs/.../last.ckpt \
         [--out_dir DIR] [--stage test|validate] [--contribution_metric NAME] \
-        [any option of the config, e.g. --data.root]
+        [--coco_results PATH [--coco_modalities a,b]] [any option of the config, e.g. --data.root]
 
 The config builds the task, the DataModule and the trainer exactly as ``fusion fit`` does; the
 checkpoint's weights are loaded once, and the test (or validation) split is scored on each of
@@ -23,6 +23,16 @@ the majority class of the training split's labels, predicted everywhere on the e
      "majority_class": 0}
 
 (``majority_class`` is null for tasks without one, e.g. instances.)
+
+``--coco_results PATH`` (instance tasks on COCO-annotated data, i.e. DFC2023) also writes the
+split's predictions as the contest's results file (`fusion.evaluation.submission`): PATH, or
+``PATH/seg_results.json`` when PATH is not a ``.json`` file, with the annotation file's image
+and category ids and masks thresholded at the annotation size; the model sees all modalities, or
+those of ``--coco_modalities`` (comma-separated). pycocotools' AP@50 on that file is printed
+beside the task's own, and both are written to ``<out_dir>/submission.json``::
+
+    fusion evaluate --config experiments/segment_dfc2023_instance.yaml --data.root data/dfc2023 \
+        --ckpt_path runs/.../best.ckpt --stage validate --coco_results submission/
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +48,18 @@ import lightning as L
 import torch
 
 from datamodules.datamodule import SeededDataLoader
+from fusion.coco import RESULTS_FILE
 from fusion.evaluation.contributions import (
     contributions_text,
     interaction_indices,
     plot_contributions,
     shapley_values,
+)
+from fusion.evaluation.submission import (
+    check_submission_setup,
+    submission_text,
+    write_submission,
+    write_submission_record,
 )
 from fusion.evaluation.subsets import SubsetResult, evaluate_subsets, write_subset_tables
 
@@ -117,7 +135,23 @@ def main(argv: list[str]) -> list:
         help="score of the modality contributions, without the stage prefix (miou, iou_1, "
         "ap50, ...); default: the first column of the task's tables",
     )
+    parser.add_argument(
+        "--coco_results",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the split's instances as a COCO results file (DFC2023 submission): "
+        f"PATH, or PATH/{RESULTS_FILE} if PATH is not a .json file",
+    )
+    parser.add_argument(
+        "--coco_modalities",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated modalities shown for --coco_results (default: all)",
+    )
     ours, rest = parser.parse_known_args(argv)
+    if ours.coco_modalities is not None and ours.coco_results is None:
+        parser.error("--coco_modalities needs --coco_results")
     if not any(arg.startswith("--trainer.enable_progress_bar") for arg in rest):
         rest += ["--trainer.enable_progress_bar", "false"]  # one bar over the subsets instead
     cli = build_cli(rest, run=False)
@@ -126,6 +160,10 @@ def main(argv: list[str]) -> list:
     tabled = hasattr(cli.model, "trivial_scores") and getattr(cli.model, "table_metrics", None)
     if tabled or ours.contribution_metric is not None:
         chosen = contribution_metric(cli.model, ours.contribution_metric)
+    submitted = None  # the modalities of the submission, checked before the long part
+    if ours.coco_results is not None:
+        submitted = submission_modalities(cli.datamodule.modalities, ours.coco_modalities)
+        check_submission_setup(cli.model, cli.datamodule, submitted)
     results = evaluate_subsets(cli.trainer, cli.model, cli.datamodule, stage=ours.stage)
     prefix = "test" if ours.stage == "test" else "val"
     table = getattr(cli.model, "table_metrics", None)
@@ -138,8 +176,36 @@ def main(argv: list[str]) -> list:
         paths |= write_contributions(
             results, cli.model, cli.datamodule, ours.stage, metric, title, out_dir
         )
+    if submitted is not None:
+        submission = write_submission(
+            cli.trainer, cli.model, cli.datamodule, ours.stage, submitted, ours.coco_results
+        )
+        row = next((r for r in results if set(r.modalities) == set(submitted)), None)
+        task_ap50 = row.metrics.get(f"{prefix}/ap50") if row is not None else None
+        print(submission_text(submission, task_ap50))
+        paths["results"] = submission.results_file
+        paths["submission"] = write_submission_record(
+            submission, task_ap50, out_dir / "submission.json"
+        )
     print("Wrote " + ", ".join(str(path) for path in paths.values()))
     return results
+
+
+def submission_modalities(available: Sequence[str], names: str | None) -> tuple[str, ...]:
+    """The modalities of ``--coco_modalities`` (comma-separated), or all when None.
+
+    Raises:
+        ValueError: for an empty list or a name the DataModule does not have.
+    """
+    if names is None:
+        return tuple(available)
+    chosen = tuple(name.strip() for name in names.split(",") if name.strip())
+    unknown = sorted(set(chosen) - set(available))
+    if unknown or not chosen:
+        raise ValueError(
+            f"--coco_modalities {names!r}: choose a non-empty subset of {', '.join(available)}"
+        )
+    return chosen
 
 
 def training_majority_class(

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import Mask2FormerConfig
@@ -237,7 +238,7 @@ class Mask2FormerHead(nn.Module):
             mask_logits: ``[B, Q, h, w]``.
             targets: B targets.
             indices: the matching, per image ``(query_indices, target_indices)``.
-            num_masks: number of target masks in the batch (at least 1), the normaliser.
+            num_masks: the normaliser, scalar: the number of target masks (`mask_count`).
 
         Returns:
             ``(bce, dice)``, each summed over matched masks and divided by ``num_masks``.
@@ -276,12 +277,42 @@ class Mask2FormerHead(nn.Module):
         dice = dice_loss(logits.masked_fill(~valid, float("-inf")), labels * valid, num_masks)
         return bce, dice
 
+    def mask_count(self, count: int, device: torch.device) -> Tensor:
+        """The mask losses' normaliser: the mean number of target masks per process, at least 1.
+
+        Args:
+            count: number of target masks in this process's batch.
+            device: device of the returned tensor (and of the ``all_reduce``).
+
+        Returns:
+            Scalar float32: ``max(count, 1)`` alone, or in training under an initialised
+            ``torch.distributed`` group of more than one process, ``max(sum of the processes'
+            counts / world size, 1)``.
+        """
+        num_masks = torch.tensor(float(count), device=device)
+        if self.training and dist.is_available() and dist.is_initialized():
+            world_size = dist.get_world_size()
+            if world_size > 1:
+                dist.all_reduce(num_masks)  # sum over the processes
+                num_masks = num_masks / world_size
+        return num_masks.clamp_min(1.0)
+
     def loss_terms(
         self, predictions: MaskPredictions, targets: Sequence[MaskTargets]
     ) -> list[dict[str, Tensor]]:
         """Unweighted class, mask and dice losses of each supervised decoder stage.
 
         Each stage is matched on its own, as in Mask2Former. Computed in float32.
+
+        The mask and dice terms are sums over the matched masks divided by ``num_masks``, the
+        number of target masks (at least 1). In training under ``torch.distributed`` (initialised,
+        world size above 1) it is, as in Mask2Former, the mean count over the processes: the
+        local counts are summed with ``all_reduce`` and divided by the world size. DDP averages
+        the processes' gradients, so the mean of the processes' mask terms is then the sum over
+        all their masks divided by the total count: the term of one process holding the whole
+        global batch. Every process must call this in step with the others then, which training
+        steps do. Outside training (``self.training`` False) and without distributed the count
+        is the local one: evaluation processes may run different numbers of batches.
 
         Args:
             predictions: the head's output.
@@ -294,7 +325,7 @@ class Mask2FormerHead(nn.Module):
         stages = list(zip(predictions.class_logits, predictions.mask_logits, strict=True))
         stages = [stages[-1], *stages[:-1]] if self.auxiliary_loss else [stages[-1]]
         count = sum(len(target.labels) for target in targets)
-        num_masks = torch.tensor(float(max(count, 1)), device=predictions.final_mask_logits.device)
+        num_masks = self.mask_count(count, predictions.final_mask_logits.device)
         class_labels = [target.labels for target in targets]
         terms = []
         with torch.autocast(predictions.final_mask_logits.device.type, enabled=False):

@@ -118,7 +118,7 @@ class MaskedAttention(nn.Module):
         q_f, k_f, v_f = (
             self.qkv(fusion).view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
         )
-        qkv_m = self.qkv(modality)  # [B, G, T, 3D]
+        qkv_m = layout.tokenwise(self.qkv, modality)  # [B, G, T, 3D]
         # [B, H, G*T, hd] each
         q_m, k_m, v_m = qkv_m.view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
         keys = torch.cat([k_f, k_m], dim=2)  # [B, H, L + G*T, hd]
@@ -132,7 +132,7 @@ class MaskedAttention(nn.Module):
             out_f = out_f.reshape(batch, length, dim)
             out_m = self.attend_within_modalities(qkv_m, layout)
         fusion_out = self.proj(out_f)
-        modality_out = self.proj(out_m.reshape(batch, groups, group_length, dim))
+        modality_out = layout.tokenwise(self.proj, out_m.reshape(batch, groups, group_length, dim))
         return fusion_out, modality_out
 
     def attend_within_modalities(self, qkv: Tensor, layout: TokenLayout) -> Tensor:
@@ -206,9 +206,9 @@ class MaskedBlock(nn.Module):
         self, fusion: Tensor, modality: Tensor, layout: TokenLayout
     ) -> tuple[Tensor, Tensor]:
         """Applies the block to fusion tokens [B, L, D] and modality block [B, G, T, D]."""
-        attn_f, attn_m = self.drop_path(
-            *self.attn(self.norm1(fusion), self.norm1(modality), layout)
-        )
+        normed_m = layout.tokenwise(self.norm1, modality)
+        attn_f, attn_m = self.drop_path(*self.attn(self.norm1(fusion), normed_m, layout))
         fusion, modality = fusion + attn_f, modality + attn_m
-        mlp_f, mlp_m = self.drop_path(self.mlp(self.norm2(fusion)), self.mlp(self.norm2(modality)))
+        mlp_m = layout.tokenwise(lambda tokens: self.mlp(self.norm2(tokens)), modality)
+        mlp_f, mlp_m = self.drop_path(self.mlp(self.norm2(fusion)), mlp_m)
         return fusion + mlp_f, modality + mlp_m

@@ -79,7 +79,7 @@ class ModalityAttention(nn.Module):
         key_mask, value_mask = self.kv(self.norm(mask_token)).view(2, heads, head_dim)
         groups, group_length = modality.shape[1:3]
         key_m, value_m = (  # [B, G, T, H, hd] each
-            self.kv(self.norm(modality))
+            layout.tokenwise(lambda tokens: self.kv(self.norm(tokens)), modality)
             .view(batch, groups, group_length, 2, heads, head_dim)
             .unbind(3)
         )

@@ -9,7 +9,9 @@ tokens as a block [B, G, T, D] whose shape depends on the layout:
 * `PackedLayout` (G = 1, T = the most visible tokens of any sample): only visible tokens are
   kept, packed per sample into one sequence padded with zeros to the batch maximum, with
   per-token modality ids and positions. Hidden tokens cost no compute, as MultiMAE pretraining
-  needs: the backbone embeds only the visible patches (`visible_patches`, `arrange_parts`).
+  needs: the backbone embeds only the visible patches (`visible_patches`, `arrange_parts`),
+  and the token-wise layers (norms, projections, MLPs) run on the real tokens only
+  (`tokenwise`), so the padding of samples that show fewer tokens costs no compute either.
   The visible tokens of one (sample, modality) are contiguous: a segment. Attention within a
   modality runs over these segments (`Segments`), never over a dense per-sample [T, T] mask.
 
@@ -20,7 +22,7 @@ attention masks say which keys each query may use (True = may attend, as in
 followed by the modality block flattened group-major (G*T).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Protocol
 
@@ -52,6 +54,13 @@ class TokenLayout(Protocol):
 
     def sum_per_position(self, tokens: Tensor) -> Tensor:
         """Layout tokens [B, G, T, C] -> the sum of the visible ones at each position, [B, L, C]."""
+        ...
+
+    def tokenwise(self, function: Callable[[Tensor], Tensor], tokens: Tensor) -> Tensor:
+        """Applies a token-wise ``function`` ([N, C] -> [N, C']) to the block [B, G, T, C].
+
+        Returns [B, G, T, C']; only the real tokens need be computed (padding gets zeros).
+        """
         ...
 
     @property
@@ -127,6 +136,10 @@ class GridLayout:
         if self._visible is None:
             return tokens.sum(dim=1)
         return torch.where(self._visible[..., None], tokens, 0.0).sum(dim=1)
+
+    def tokenwise(self, function: Callable[[Tensor], Tensor], tokens: Tensor) -> Tensor:
+        """``function`` over every token of the grid [B, M, L, C] (the grid has no padding)."""
+        return function(tokens)
 
     @cached_property
     def key_mask(self) -> Tensor | None:
@@ -207,6 +220,12 @@ class PackedLayout:
         self._sum_rows = torch.where(
             self.token_valid.flatten(), self._position_rows, batch * positions
         )
+        # The real (not padding) tokens among the B * T of the block; None without padding.
+        self.real_rows = (
+            None
+            if bool(self.token_valid.all())
+            else self.token_valid.flatten().nonzero().squeeze(1)
+        )
 
     @property
     def visible(self) -> Tensor:
@@ -262,6 +281,19 @@ class PackedLayout:
         sums = tokens.new_zeros(batch * positions + 1, channels)
         sums = sums.index_add(0, self._sum_rows, tokens.reshape(-1, channels))
         return sums[:-1].view(batch, positions, channels)
+
+    def tokenwise(self, function: Callable[[Tensor], Tensor], tokens: Tensor) -> Tensor:
+        """``function`` over the real tokens of [B, 1, T, C] only; zeros at the padding.
+
+        The padding of a sample with fewer visible tokens than the batch's most would otherwise
+        cost as much as real tokens in every norm, projection and MLP.
+        """
+        if self.real_rows is None:
+            return function(tokens)
+        flat = tokens.reshape(-1, tokens.shape[-1])
+        out = function(flat.index_select(0, self.real_rows))
+        full = out.new_zeros(flat.shape[0], out.shape[-1]).index_copy(0, self.real_rows, out)
+        return full.view(*tokens.shape[:-1], out.shape[-1])
 
     @cached_property
     def key_mask(self) -> Tensor | None:

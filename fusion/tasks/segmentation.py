@@ -1,13 +1,14 @@
 """Supervised segmentation on the fusion backbone with Mask2Former (paper III-F, IV-B-3 to IV-B-5).
 
-Per batch: the modality subset of each sample comes from the DataModule (random combinations,
-uniform over the non-empty subsets, in training); patches without data are hidden
-(`fusion.tasks.batches.token_availability`) and, in training, PatchDropout hides a fraction of
-the tokens of each present modality. The backbone's fusion maps after four blocks become a
-feature pyramid (`fusion.heads.SimpleFeaturePyramid`), and Mask2Former
-(`fusion.heads.Mask2FormerHead`) predicts per-query classes and masks, trained with the
-Hungarian-matched class, binary cross-entropy and dice losses. Absent modalities and hidden
-tokens are left out of the packed token layout, so they cost no compute.
+Per batch: the modality subset comes from the DataModule (random combinations, uniform over the
+non-empty subsets, drawn per batch or per sample, in training); patches without data are hidden
+(`fusion.tasks.batches.token_availability`) and, in training, the spatial random mask hides a
+share ``patch_dropout`` of each sample's modality tokens (PatchDropout, III-F), split among its
+modalities by proportions from a symmetric Dirichlet (IV-B-5; `fusion.masking`). The backbone's
+fusion maps after four blocks become a feature pyramid (`fusion.heads.SimpleFeaturePyramid`),
+and Mask2Former (`fusion.heads.Mask2FormerHead`) predicts per-query classes and masks, trained
+with the Hungarian-matched class, binary cross-entropy and dice losses. Absent modalities and
+hidden tokens are left out of the packed token layout, so they cost no compute.
 
 Semantic segmentation (``task="semantic"``: binary buildings, land cover) is scored by mIoU,
 building instances (``task="instance"``) by COCO AP@50 (segm). Pixels labelled 255 are ignored
@@ -30,6 +31,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 from torchmetrics.detection import MeanAveragePrecision
 
 from fusion.backbone import MaskedFusionViT
+from fusion.coco import COCO_RECALL_THRESHOLDS
 from fusion.heads import (
     InstancePrediction,
     Mask2FormerHead,
@@ -42,6 +44,7 @@ from fusion.heads import (
     semantic_targets,
 )
 from fusion.heads.targets import IGNORE_INDEX
+from fusion.masking import ModalityShares, sample_patch_dropout
 from fusion.modality import ModalityConfig, ModalitySpec, parse_modalities
 from fusion.optim import StepDecaySchedule, training_steps, weight_decay_groups
 from fusion.tasks.batches import drop_empty_samples, split_batch, token_availability
@@ -51,37 +54,6 @@ SegmentationKind = Literal["semantic", "instance"]
 """What the head predicts: a class per pixel, or scored instance masks."""
 
 log = logging.getLogger(__name__)
-
-
-def patch_dropout_visibility(
-    present: Mapping[str, Tensor], num_positions: int, drop_fraction: float
-) -> dict[str, Tensor]:
-    """PatchDropout: which tokens of each modality the backbone sees.
-
-    Each sample keeps ``num_positions - round(drop_fraction * num_positions)`` tokens (at least
-    one) of every modality, at uniformly random positions drawn independently per modality,
-    from torch's global generator. Absent modalities are left to ``present``.
-
-    Args:
-        present: name -> ``bool [B]``.
-        num_positions: L tokens per modality.
-        drop_fraction: share of the tokens to hide, in [0, 1).
-
-    Returns:
-        name -> ``bool [B, L]``, True where the token is kept.
-
-    Raises:
-        ValueError: for a fraction outside [0, 1).
-    """
-    if not 0.0 <= drop_fraction < 1.0:
-        raise ValueError(f"patch_dropout must be in [0, 1), got {drop_fraction}")
-    keep = max(1, num_positions - round(drop_fraction * num_positions))
-    visible = {}
-    for name, flags in present.items():
-        noise = torch.rand(len(flags), num_positions, device=flags.device)
-        ranks = noise.argsort(dim=1).argsort(dim=1)  # a random permutation per row
-        visible[name] = ranks < keep
-    return visible
 
 
 def hides_tokens(visible: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> bool:
@@ -125,8 +97,12 @@ class SegmentationTask(L.LightningModule):
         depth: backbone blocks (ViT-T: 12); the pyramid takes the last block of each quarter.
         num_heads: backbone heads (ViT-T: 3).
         drop_path_rate: stochastic depth of the backbone.
-        patch_dropout: share of the tokens of each present modality hidden in training
-            (PatchDropout, III-F); 0 keeps them all.
+        patch_dropout: share of each sample's modality tokens hidden in training (PatchDropout,
+            III-F; the spatial random mask of IV-B-5); 0 keeps them all.
+        patch_dropout_shares: how the hidden share is split among the sample's modalities:
+            ``"dirichlet"`` (proportions from a symmetric Dirichlet, IV-B-5) or ``"equal"``
+            (the same share of every modality).
+        dirichlet_alpha: concentration of that Dirichlet (the paper: 1, as MultiMAE).
         hidden_dim: width of the pixel decoder and the Transformer decoder (a multiple of 32).
         encoder_layers: deformable-attention layers of the pixel decoder (the paper: 2).
         decoder_layers: masked-attention decoder layers (the paper: 4).
@@ -162,6 +138,8 @@ class SegmentationTask(L.LightningModule):
         num_heads: int = 3,
         drop_path_rate: float = 0.0,
         patch_dropout: float = 0.0,
+        patch_dropout_shares: ModalityShares = "dirichlet",
+        dirichlet_alpha: float = 1.0,
         hidden_dim: int = 256,
         encoder_layers: int = 2,
         decoder_layers: int = 4,
@@ -186,6 +164,12 @@ class SegmentationTask(L.LightningModule):
             raise ValueError(f"task must be 'semantic' or 'instance', got {task!r}")
         if not 0.0 <= patch_dropout < 1.0:
             raise ValueError(f"patch_dropout must be in [0, 1), got {patch_dropout}")
+        if patch_dropout_shares not in ("dirichlet", "equal"):
+            raise ValueError(
+                f"patch_dropout_shares must be 'dirichlet' or 'equal', got {patch_dropout_shares!r}"
+            )
+        if dirichlet_alpha <= 0:
+            raise ValueError(f"dirichlet_alpha must be positive, got {dirichlet_alpha}")
         self.save_hyperparameters()
         self.specs = parse_modalities(modalities)
         self.modality_names = tuple(spec.name for spec in self.specs)
@@ -239,7 +223,9 @@ class SegmentationTask(L.LightningModule):
                 MulticlassJaccardIndex, self.hparams.num_classes, ignore_index=IGNORE_INDEX
             )
             return nn.ModuleDict({"miou": jaccard(average="macro"), "iou": jaccard(average="none")})
-        return nn.ModuleDict({"ap": MeanAveragePrecision(iou_type="segm")})
+        # pycocotools' recall points in double precision, so that AP matches COCOeval's
+        ap = MeanAveragePrecision(iou_type="segm", rec_thresholds=COCO_RECALL_THRESHOLDS)
+        return nn.ModuleDict({"ap": ap})
 
     @property
     def score_names(self) -> tuple[str, ...]:
@@ -362,18 +348,26 @@ class SegmentationTask(L.LightningModule):
     def encode_batch(self, batch: Mapping[str, Any], train: bool) -> MaskPredictions:
         """Predict a batch of the sample contract.
 
-        Patches without data are hidden, and in training PatchDropout hides more; absent
-        modalities and hidden tokens are left out of the token layout (packed), so they cost
-        nothing. A batch that hides nothing runs on the plain grid.
+        Patches without data are hidden, and in training the spatial random mask
+        (`fusion.masking.sample_patch_dropout`) hides more; absent modalities and hidden tokens
+        are left out of the token layout (packed), so they cost nothing. A batch that hides
+        nothing runs on the plain grid.
         """
         inputs, present = split_batch(batch, self.modality_names)
         patch = self.hparams.patch_size
         visible = token_availability(batch, self.modality_names, list(inputs), patch)
         if train and self.hparams.patch_dropout > 0:
             height, width = next(iter(inputs.values())).shape[-2:]
-            num_positions = (height // patch) * (width // patch)
-            kept = patch_dropout_visibility(present, num_positions, self.hparams.patch_dropout)
-            visible = kept if visible is None else {n: kept[n] & visible[n] for n in kept}
+            names = list(inputs)
+            kept = sample_patch_dropout(
+                torch.stack([present[name] for name in names], dim=1),
+                (height // patch) * (width // patch),
+                self.hparams.patch_dropout,
+                self.hparams.patch_dropout_shares,
+                self.hparams.dirichlet_alpha,
+                None if visible is None else torch.stack([visible[n] for n in names], dim=1),
+            )
+            visible = {name: kept[:, i] for i, name in enumerate(names)}
         if visible is not None and not hides_tokens(visible, present):
             visible = None
         absent = not all(bool(flags.all()) for flags in present.values())
@@ -391,6 +385,8 @@ class SegmentationTask(L.LightningModule):
         logger(f"{stage}/loss", losses["loss"], prog_bar=True)
         for name in ("class", "mask", "dice"):
             logger(f"{stage}/loss_{name}", losses[name])
+        if "subset_fallback" in batch:  # tiles without the batch's drawn modalities
+            logger(f"{stage}/subset_fallback", batch["subset_fallback"].float().mean())
         return losses["loss"], predictions
 
     # -- inference ----------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import torch
 
 from datamodules import DFC2023, CocoError, DFC2023DataModule, RasterError
 from datamodules.augmentation import JointAugmentation
-from datamodules.dfc2023 import SAR_DB_RANGE
+from datamodules.dfc2023 import SAR_DB_RANGE, CocoImage
+from tests.data.dfc2023.data import write_dfc2023
 from tests.data.geotiff import write_tif
 
 
@@ -156,3 +157,27 @@ def test_instances_can_be_left_out(dfc2023_root: Path) -> None:
     sample = DFC2023(dfc2023_root, image_size=None, instances=False)[2]
     assert "instance_masks" not in sample and "labels" not in sample
     assert set(sample["mask"].unique().tolist()) == {0, 1}
+
+
+def test_coco_ids_and_annotation_size_of_each_tile(tmp_path: Path) -> None:
+    root = write_dfc2023(tmp_path / "ids", category_id=7, first_image_id=40)
+    ds = DFC2023(root, split="val", image_size=32)  # samples at 32, annotations at 64
+    assert [ds.coco_image(i) for i in range(3)] == [CocoImage(40 + i, 64, 64) for i in range(3)]
+    assert ds.coco_image(2).size == (64, 64) and ds[2]["mask"].shape == (32, 32)
+    assert ds.category_ids == (7,)
+    assert ds[2]["labels"].tolist() == [0, 0]
+
+    # Two categories with ids out of order and not 1..K: labels follow the sorted ids, and
+    # category_ids inverts the mapping.
+    def add_category(coco: dict) -> None:
+        coco["categories"].insert(0, {"id": 12, "name": "tower"})
+        coco["annotations"][-1]["category_id"] = 12
+
+    _edit_coco(root, "val", add_category)
+    ds = DFC2023(root, split="val", image_size=None)
+    assert ds.category_ids == (7, 12)
+    assert ds.classes == ("background", "building", "tower")
+    assert ds[2]["labels"].tolist() == [0, 1]
+    assert [ds.category_ids[k] for k in ds[2]["labels"].tolist()] == [
+        a["category_id"] for a in json.loads(ds.annotation_file.read_text())["annotations"][-2:]
+    ]

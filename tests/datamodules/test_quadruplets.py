@@ -163,7 +163,9 @@ def test_modality_entirely_nodata_becomes_absent(quadruplets_root: Path) -> None
 
 
 def test_datamodule_batches_mixed_subsets(quadruplets_root: Path) -> None:
-    dm = QuadrupletsDataModule(root=str(quadruplets_root), batch_size=4, crop_size=16)
+    dm = QuadrupletsDataModule(
+        root=str(quadruplets_root), batch_size=4, crop_size=16, train_modalities_per="sample"
+    )
     dm.setup("fit")
     torch.manual_seed(3)
     batch = next(iter(dm.train_dataloader()))
@@ -180,6 +182,64 @@ def test_datamodule_batches_mixed_subsets(quadruplets_root: Path) -> None:
     dm.set_eval_modalities(["dem"])
     assert next(iter(dm.val_dataloader()))["present"][:, 2].all()
     assert dm.modality_specs == {"s1": 2, "s2": 4, "dem": 1, "dnw": ("categorical", 9)}
+
+
+def test_datamodule_draws_one_subset_per_training_batch(quadruplets_root: Path) -> None:
+    dm = QuadrupletsDataModule(root=str(quadruplets_root), batch_size=4, crop_size=16)
+    assert dm.draws_per_batch
+    dm.setup("fit")
+    assert dm.train_dataset.modality_sampling.subset == dm.modalities  # loads what tiles have
+    loaded = next(iter(dm.train_dataloader()))
+    assert loaded["present"].all()
+    subsets = Counter()
+    for _ in range(150):
+        batch = dm.draw_batch_modalities(loaded)
+        assert (batch["present"] == batch["present"][0]).all()  # one subset for the batch
+        assert not batch["subset_fallback"].any()
+        subsets[tuple(batch["present"][0].tolist())] += 1
+        for m, name in enumerate(dm.modalities):
+            if not batch["present"][0, m]:
+                assert (batch[name] == (9 if name == "dnw" else 0)).all()
+                assert not batch["valid"][:, m].any()
+            else:
+                assert torch.equal(batch[name], loaded[name])
+    assert len(subsets) == 15 and min(subsets.values()) >= 3  # uniform over the 15 subsets
+    # A tile without the drawn modalities gets a draw of its own among those it has.
+    lacking = dict(loaded, present=loaded["present"].clone())
+    lacking["present"][0] = torch.tensor([False, False, True, False])  # only the DEM
+    fallbacks = 0
+    for _ in range(40):
+        batch = dm.draw_batch_modalities(lacking)
+        assert batch["present"][0].tolist() == [False, False, True, False]
+        fallbacks += int(batch["subset_fallback"][0])
+        assert not batch["subset_fallback"][1:].any()
+    assert 10 <= fallbacks <= 35  # the drawn subset lacks the DEM in 7 of 15 draws
+    lacking["present"][1] = False
+    with pytest.raises(ValueError, match="every modality is no data"):
+        dm.draw_batch_modalities(lacking)
+
+
+def test_batch_draws_are_reproducible_and_only_in_training(quadruplets_root: Path) -> None:
+    from types import SimpleNamespace
+
+    dm = QuadrupletsDataModule(root=str(quadruplets_root), batch_size=4, crop_size=16)
+    dm.setup("fit")
+    loaded = next(iter(dm.train_dataloader()))
+    state = dm.state_dict()
+    first = [dm.draw_batch_modalities(loaded)["present"] for _ in range(5)]
+    dm.load_state_dict(state)
+    assert all(torch.equal(a, dm.draw_batch_modalities(loaded)["present"]) for a in first)
+    dm.trainer = SimpleNamespace(training=False, global_rank=0)
+    assert dm.on_after_batch_transfer(loaded, 0) is loaded
+    dm.trainer = SimpleNamespace(training=True, global_rank=0)
+    assert "subset_fallback" in dm.on_after_batch_transfer(loaded, 0)
+    per_sample = QuadrupletsDataModule(root=str(quadruplets_root), train_modalities_per="sample")
+    assert not per_sample.draws_per_batch
+    assert not QuadrupletsDataModule(
+        root=str(quadruplets_root), train_modalities="all"
+    ).draws_per_batch
+    with pytest.raises(ValueError, match="train_modalities_per"):
+        QuadrupletsDataModule(root=str(quadruplets_root), train_modalities_per="epoch")
 
 
 def test_datamodule_reads_root_from_environment(quadruplets_root: Path, monkeypatch) -> None:
@@ -333,3 +393,43 @@ def test_datamodule_refuses_splits_sharing_tiles(quadruplets_root: Path) -> None
     dm = QuadrupletsDataModule(root=str(quadruplets_root))
     with pytest.raises(ValueError, match="Splits 'train' and 'val' overlap: tile 'train/alpha_00'"):
         dm.setup("fit")
+
+
+def test_a_real_fit_draws_per_batch_in_training_only(quadruplets_root: Path) -> None:
+    import lightning as L
+
+    class Recorder(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(()))
+            self.seen: dict[str, list] = {"train": [], "val": []}
+
+        def training_step(self, batch, batch_idx):
+            self.seen["train"].append((batch["present"].clone(), "subset_fallback" in batch))
+            return self.weight * 0.0 + batch["s1"].mean() * 0.0 + self.weight.square()
+
+        def validation_step(self, batch, batch_idx):
+            self.seen["val"].append((batch["present"].clone(), "subset_fallback" in batch))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = QuadrupletsDataModule(root=str(quadruplets_root), batch_size=3, crop_size=16)
+    model = Recorder()
+    trainer = L.Trainer(
+        max_steps=6,
+        limit_val_batches=1,
+        val_check_interval=3,
+        check_val_every_n_epoch=None,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(model, dm)
+    train, val = model.seen["train"], model.seen["val"]
+    assert len(train) == 6 and all(flagged for _, flagged in train)
+    assert all((present == present[0]).all() for present, _ in train)
+    assert len({tuple(present[0].tolist()) for present, _ in train}) > 1  # draws differ
+    assert val and all(present.all() and not flagged for present, flagged in val)

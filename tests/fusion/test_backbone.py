@@ -377,3 +377,22 @@ def test_compute_follows_the_tokens_present() -> None:
     visible["dem"][1, :2] = True
     packed = model.embed(inputs, visible=visible)
     assert packed.modality.shape == (3, 1, 9, 32)  # the largest visible count of a sample
+
+
+def test_padding_of_packed_samples_costs_no_mlp_rows() -> None:
+    model = tiny_model()
+    inputs = make_inputs()
+    visible = {name: torch.zeros(3, 16, dtype=torch.bool) for name in NAMES}
+    visible["s1"][0, :5] = True
+    visible["s2"][1, :7] = True
+    visible["dem"][1, :2] = True
+    visible["dnw"][2, :1] = True  # visible counts 5, 9, 1: T = 9, 27 slots, 15 real
+    rows = []
+    hook = model.blocks[0].mlp.fc1.register_forward_hook(
+        lambda module, args, output: rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0])
+    )
+    packed = model(inputs, visible=visible)
+    hook.remove()
+    assert sorted(rows) == [15, 3 * 16]  # the real modality tokens (not 27), the fusion tokens
+    dense = model(inputs, visible=visible, pack=False)
+    assert_same_outputs(packed, dense, NAMES)

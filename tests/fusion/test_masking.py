@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fusion.masking import sample_visible_tokens, split_token_count
+from fusion.masking import sample_patch_dropout, sample_visible_tokens, split_token_count
 
 
 def test_visible_count_is_exact_per_sample() -> None:
@@ -87,3 +87,38 @@ def test_per_modality_capacity() -> None:
     assert counts.tolist() == [1, 0, 6]
     with pytest.raises(ValueError, match="do not fit"):
         split_token_count(10, torch.tensor([1.0, 1.0]), torch.tensor([4, 5]))
+
+
+def test_patch_dropout_dirichlet_keeps_a_fixed_count_per_sample() -> None:
+    torch.manual_seed(0)
+    present = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 1, 1]], dtype=torch.bool).repeat(40, 1)
+    kept = sample_patch_dropout(present, 16, 0.25, "dirichlet", alpha=1.0)
+    assert kept.shape == (120, 3, 16)
+    assert kept.sum(dim=(1, 2)).eq(24).all()  # 3/4 of 2 x 16 in every sample: no padding
+    assert not kept[~present].any()
+    per_modality = kept.sum(-1)[present].float()
+    assert per_modality.std() > 2  # Dirichlet shares vary between samples and modalities
+
+
+def test_patch_dropout_equal_keeps_the_share_of_each_modality() -> None:
+    torch.manual_seed(0)
+    present = torch.tensor([[True, False], [True, True]])
+    kept = sample_patch_dropout(present, 16, 0.25, "equal")
+    assert kept.sum(-1).tolist() == [[12, 0], [12, 12]]
+    assert not torch.equal(kept[1, 0], kept[1, 1])
+    available = torch.ones(2, 2, 16, dtype=torch.bool)
+    available[1, 1, :8] = False
+    kept = sample_patch_dropout(present, 16, 0.25, "equal", available=available)
+    assert not kept[1, 1, :8].any()
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        sample_patch_dropout(present, 16, 1.0)
+    with pytest.raises(ValueError, match="shares"):
+        sample_patch_dropout(present, 16, 0.5, "uniform")
+
+
+def test_a_sample_with_data_keeps_at_least_one_token() -> None:
+    present = torch.tensor([[True, False]])
+    available = torch.zeros(1, 2, 4, dtype=torch.bool)
+    available[0, 0, 2] = True  # one token with data: 0.5 of it rounds to 0
+    kept = sample_patch_dropout(present, 4, 0.5, "dirichlet", available=available)
+    assert kept.sum() == 1 and kept[0, 0, 2]

@@ -18,8 +18,19 @@ def building_polygon(x: int, y: int, w: int, h: int) -> list[float]:
     return [x, y, x + w, y, x + w, y + h, x, y + h]
 
 
-def write_dfc2023(root: Path, size: int = 64, tiles_per_split: int = 3, seed: int = 0) -> Path:
-    """Write ``tiles_per_split`` tiles per split with 0..3 rectangular buildings each."""
+def write_dfc2023(
+    root: Path,
+    size: int = 64,
+    tiles_per_split: int = 3,
+    seed: int = 0,
+    category_id: int = 1,
+    first_image_id: int = 1,
+) -> Path:
+    """Write ``tiles_per_split`` tiles per split with 0..3 rectangular buildings each.
+
+    Tile ``t`` holds ``t % 4`` buildings; its COCO image id is ``first_image_id + t`` and the
+    buildings' category id ``category_id`` (the contest's files use 1 for both starts).
+    """
     rng = np.random.default_rng(seed)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     annotation_id = 1
@@ -35,8 +46,8 @@ def write_dfc2023(root: Path, size: int = 64, tiles_per_split: int = 3, seed: in
                 annotations.append(
                     {
                         "id": annotation_id,
-                        "image_id": t + 1,
-                        "category_id": 1,
+                        "image_id": first_image_id + t,
+                        "category_id": category_id,
                         "segmentation": [building_polygon(x, y, w, h)],
                         "bbox": [x, y, w, h],
                         "area": w * h,
@@ -44,7 +55,8 @@ def write_dfc2023(root: Path, size: int = 64, tiles_per_split: int = 3, seed: in
                     }
                 )
                 annotation_id += 1
-            images.append({"id": t + 1, "file_name": name, "width": size, "height": size})
+            image = {"id": first_image_id + t, "file_name": name, "width": size, "height": size}
+            images.append(image)
             origin = (300000.0 + 100 * t, 4000000.0)
             rgb = rng.integers(0, 256, (3, size, size)).astype(np.uint8)
             sar = rng.gamma(1.0, 0.05, (1, size, size)).astype(np.float32)
@@ -53,7 +65,7 @@ def write_dfc2023(root: Path, size: int = 64, tiles_per_split: int = 3, seed: in
         coco = {
             "images": images,
             "annotations": annotations,
-            "categories": [{"id": 1, "name": "building", "supercategory": "building"}],
+            "categories": [{"id": category_id, "name": "building", "supercategory": "building"}],
         }
         (root / "annotations" / f"buildings_only_{split}.json").write_text(json.dumps(coco))
     return root

@@ -82,3 +82,35 @@ def test_packed_parts_and_sums_per_position() -> None:
     torch.testing.assert_close(layout.sum_per_position(layout.arrange(grid)), expected)
     on_grid = GridLayout(visible, 2, 2, 3, torch.device("cpu"))
     torch.testing.assert_close(on_grid.sum_per_position(grid), expected)
+
+
+def test_tokenwise_computes_only_the_real_tokens() -> None:
+    visible = torch.tensor(
+        [
+            [[True, False, True], [False, True, False]],
+            [[False, False, False], [True, False, False]],
+        ]
+    )  # 3 and 1 visible tokens: T = 3, two padding slots in sample 1
+    layout = PackedLayout(visible)
+    tokens = torch.arange(2 * 3 * 2, dtype=torch.float32).view(2, 1, 3, 2)
+    seen = []
+
+    def double(rows: torch.Tensor) -> torch.Tensor:
+        seen.append(rows.reshape(-1, rows.shape[-1]).shape[0])
+        return torch.cat([rows, 2 * rows], dim=-1)
+
+    out = layout.tokenwise(double, tokens)
+    assert seen == [4]  # the real tokens only
+    assert out.shape == (2, 1, 3, 4)
+    torch.testing.assert_close(out[0], torch.cat([tokens[0], 2 * tokens[0]], dim=-1))
+    torch.testing.assert_close(out[1, 0, 0], torch.cat([tokens[1, 0, 0], 2 * tokens[1, 0, 0]]))
+    assert out[1, 0, 1:].abs().max() == 0  # padding: zeros
+    full = PackedLayout(torch.ones(2, 2, 3, dtype=torch.bool))
+    assert full.real_rows is None
+    seen.clear()
+    full.tokenwise(double, torch.zeros(2, 1, 6, 2))
+    assert seen == [12]
+    grid = GridLayout(visible, 2, 2, 3, torch.device("cpu"))
+    seen.clear()
+    grid.tokenwise(double, torch.zeros(2, 2, 3, 2))
+    assert seen == [12]

@@ -10,7 +10,6 @@ from torch.utils.data import DataLoader
 from datamodules.datamodule import collate_samples
 from fusion.heads import InstancePrediction, MaskPredictions
 from fusion.tasks import PretrainTask, SegmentationTask
-from fusion.tasks.segmentation import patch_dropout_visibility
 
 REPO = Path(__file__).resolve().parents[3]
 MODALITIES = {"s1": 2, "s2": 4, "dem": 1, "dnw": ("categorical", 9)}
@@ -69,20 +68,9 @@ def capture_logs(task: SegmentationTask) -> dict:
     return logged
 
 
-def test_patch_dropout_keeps_a_fixed_share_of_each_modality() -> None:
-    present = {"s1": torch.tensor([True, False]), "s2": torch.tensor([True, True])}
-    visible = patch_dropout_visibility(present, 16, 0.25)
-    assert set(visible) == {"s1", "s2"}
-    for flags in visible.values():
-        assert flags.shape == (2, 16) and flags.dtype == torch.bool
-        assert flags.sum(1).tolist() == [12, 12]
-    assert not torch.equal(visible["s1"], visible["s2"])
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        patch_dropout_visibility(present, 16, 1.0)
-
-
-def test_training_step_hides_tokens_and_packs(monkeypatch) -> None:
-    task = tiny_task(patch_dropout=0.5)
+@pytest.mark.parametrize("shares", ["dirichlet", "equal"])
+def test_training_step_hides_tokens_and_packs(monkeypatch, shares: str) -> None:
+    task = tiny_task(patch_dropout=0.5, patch_dropout_shares=shares)
     logged = capture_logs(task)
     seen = {}
     original = task.backbone.forward_intermediates
@@ -100,9 +88,13 @@ def test_training_step_hides_tokens_and_packs(monkeypatch) -> None:
         logged
     )
     assert seen["inputs"] == {"s1", "s2", "dnw"} and seen["pack"] is True
-    for name, flags in seen["visible"].items():  # half of the 16 tokens of present modalities
-        present = data["present"][:, list(MODALITIES).index(name)]
-        assert flags[present].sum(1).eq(8).all() and not flags[~present].any()
+    shown = {n: data["present"][:, list(MODALITIES).index(n)] for n in seen["visible"]}
+    for name, flags in seen["visible"].items():
+        assert not flags[~shown[name]].any()
+        if shares == "equal":  # half of the 16 tokens of every present modality
+            assert flags[shown[name]].sum(1).eq(8).all()
+    kept = sum(flags.sum(1) for flags in seen["visible"].values())
+    assert kept.tolist() == [8 * int(sum(shown[n][b] for n in shown)) for b in range(len(kept))]
     for module in (task.pyramid, task.head):
         assert all(p.grad is not None for p in module.parameters())
     task.eval()
