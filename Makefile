@@ -70,10 +70,10 @@ endif
 
 # make reproduce: BUDGET given on the command line applies to the whole protocol, else 90 min
 REPRODUCE_BUDGET := $(if $(filter command line,$(origin BUDGET)),$(BUDGET),90)
-DATASETS ?= quad dfc2023 sen1floods11
+DATASETS ?= quad dfc2023 sen1floods11 sen1floods11_chips
 SEEDS ?= 3
 
-reproduce: data ## The paper's tables in miniature, fresh in runs/reproduce (BUDGET minutes, default 90; DATASETS=...; SEEDS=3); rerun to resume
+reproduce: data ## The paper's tables in miniature, fresh in runs/reproduce (BUDGET minutes, default 90; DATASETS=quad dfc2023 sen1floods11 sen1floods11_chips; SEEDS=3); rerun to resume
 	$(PY) -m fusion.reproduce --budget $(REPRODUCE_BUDGET) --datasets $(DATASETS) --seeds $(SEEDS) $(ARGS)
 
 publish-results: $(STAMP) ## Copy the complete run in runs/reproduce to experiments/results/reproduce (clean tree only)

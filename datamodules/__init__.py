@@ -32,6 +32,8 @@ _EXPORTS = {
     "RasterError": "datamodules.rasters",
     "Sen1Floods11Chip": "datamodules.sen1floods11",
     "Sen1Floods11DataModule": "datamodules.sen1floods11",
+    "Sen1Floods11Chips": "datamodules.sen1floods11_chips",
+    "Sen1Floods11ChipsDataModule": "datamodules.sen1floods11_chips",
 }
 
 __all__ = [
@@ -51,6 +53,8 @@ __all__ = [
     "RasterError",
     "Sen1Floods11Chip",
     "Sen1Floods11DataModule",
+    "Sen1Floods11Chips",
+    "Sen1Floods11ChipsDataModule",
     "UniformSubsets",
     "all_subsets",
     "collate_samples",
@@ -65,6 +69,7 @@ def __getattr__(name: str) -> Any:
             "dfc2023": __getattr__("DFC2023"),
             "quadruplets": __getattr__("Quadruplets"),
             "sen1floods11": __getattr__("Sen1Floods11Chip"),
+            "sen1floods11_chips": __getattr__("Sen1Floods11Chips"),
         }
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
@@ -87,3 +92,4 @@ if TYPE_CHECKING:
     from datamodules.quadruplets import Quadruplets, QuadrupletsDataModule
     from datamodules.rasters import RasterError
     from datamodules.sen1floods11 import Sen1Floods11Chip, Sen1Floods11DataModule
+    from datamodules.sen1floods11_chips import Sen1Floods11Chips, Sen1Floods11ChipsDataModule

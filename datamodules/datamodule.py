@@ -24,6 +24,7 @@ from datamodules.modality_sampling import (
     draw_batch_subset,
     make_modality_sampler,
 )
+from datamodules.normalization import Stats, load_stats
 from datamodules.samplers import evaluation_sampler
 
 ROOT_ENVIRONMENT_VARIABLE = "FUSION_DATA_ROOT"
@@ -225,6 +226,16 @@ class MultimodalDataModule(NonGeoDataModule):
         """Modality name -> channels or ("categorical", n), for the backbone."""
         info = self.dataset_class.all_modalities
         return {m: info[m].spec for m in self.modalities}
+
+    @property
+    def normalization_stats(self) -> Stats:
+        """Per-modality ``mean`` and ``std`` the datasets normalize with (``x = (v - mean) / std``).
+
+        The ``stats`` given to the DataModule, else the dataset class's defaults; a model that
+        needs physical units (a threshold in dB) inverts the normalization with them.
+        """
+        stats = self.kwargs.get("stats")
+        return load_stats(self.dataset_class.default_stats if stats is None else stats)
 
     @property
     def display_channels(self) -> dict[str, tuple[int, ...]]:

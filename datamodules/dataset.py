@@ -186,7 +186,11 @@ class MultimodalDataset(NonGeoDataset):
 
     # -- what subclasses provide -------------------------------------------------------------
     def _tile_paths(self, index: int) -> dict[str, Path]:
-        """Path of each modality's file of tile ``index`` (every modality of the dataset)."""
+        """Path of each modality's file of tile ``index``.
+
+        A modality left out has no file for that tile (e.g. no Sentinel-2 acquisition): it is
+        absent from the tile, as a modality with no data over the whole tile is.
+        """
         raise NotImplementedError
 
     def _tile_window(self, index: int) -> Window | None:
@@ -233,7 +237,8 @@ class MultimodalDataset(NonGeoDataset):
                 the new ones must share their grid.
 
         Returns:
-            name -> raster (``data`` ``[C, H, W]``, no-data mask, grid), ``rasters`` included.
+            name -> raster (``data`` ``[C, H, W]``, no-data mask, grid), ``rasters`` included;
+            modalities without a file for the tile (see :meth:`_tile_paths`) are left out.
 
         Raises:
             FileNotFoundError: if a file is missing.
@@ -248,7 +253,7 @@ class MultimodalDataset(NonGeoDataset):
             grid, reference = rasters[first].grid, paths[first]
         window = self._tile_window(index)
         for name in names:
-            if name in rasters:
+            if name in rasters or name not in paths:
                 continue
             info = self.modality_info[name]
             raster = read_raster(
@@ -301,7 +306,11 @@ class MultimodalDataset(NonGeoDataset):
             flags = self._sampler.sample(self.generator)
             drawn = [m for m, keep in zip(self.modalities, flags, strict=True) if keep]
             rasters = self.read_modalities(index, drawn, rasters)
-            shown = [m for m in drawn if _has_data(rasters[m])]
+            shown = [m for m in drawn if m in rasters and _has_data(rasters[m])]
+            if not rasters:  # no file of the drawn modalities: read the others for a grid
+                rasters = self.read_modalities(index, self.modalities)
+                if not rasters:
+                    raise ValueError(f"Tile {self.tile_name(index)!r} has no modality file")
             if shown or not self._sampler.random:
                 return rasters, shown
             # Read the rest once, to know whether a redraw can succeed.

@@ -2,7 +2,8 @@
 
     fusion evaluate --config experiments/segment_quad.yaml --ckpt_path runs/.../last.ckpt \
         [--out_dir DIR] [--stage test|validate] [--contribution_metric NAME] \
-        [--coco_results PATH [--coco_modalities a,b]] [any option of the config, e.g. --data.root]
+        [--coco_results PATH [--coco_modalities a,b]] [--per_chip] [--quicklook CHIP ...] \
+        [any option of the config, e.g. --data.root]
 
 The config builds the task, the DataModule and the trainer exactly as ``fusion fit`` does; the
 checkpoint's weights are loaded once, and the test (or validation) split is scored on each of
@@ -33,6 +34,21 @@ beside the task's own, and both are written to ``<out_dir>/submission.json``::
 
     fusion evaluate --config experiments/segment_dfc2023_instance.yaml --data.root data/dfc2023 \
         --ckpt_path runs/.../best.ckpt --stage validate --coco_results submission/
+
+For datasets tiled from whole chips (tiles named ``<chip>_r<row>_c<col>``, as Sen1Floods11's),
+``--per_chip`` also scores every chip of the split on every subset (`fusion.evaluation.chips`:
+one more pass over the split per subset with the model's ``predict_step``) and writes
+``per_chip.csv`` and ``per_chip.md``: rows chips, columns subsets, the IoU of class 1 (water)
+and the mIoU, ``-`` and the reason where a subset cannot score a chip (e.g. S2 on a chip without
+S2). ``--quicklook CHIP`` (repeatable) draws ``quicklook_<CHIP>.png``: the chip stitched from its
+tiles (S1 in dB, S2 in true colour where it has S2), its label, and the prediction of each subset
+that scores it, titled with the chip's water IoU; without ``--per_chip`` only that chip's tiles
+are read again. Both refuse, before the long part, tasks without class maps and tile names
+without a chip::
+
+    fusion evaluate --config experiments/threshold_sen1floods11.yaml \
+        --data datamodules.Sen1Floods11ChipsDataModule --data.init_args.tile_size 128 \
+        --ckpt_path runs/.../last.ckpt --per_chip --quicklook Spain_7370579
 """
 
 from __future__ import annotations
@@ -49,6 +65,13 @@ import torch
 
 from datamodules.datamodule import SeededDataLoader
 from fusion.coco import RESULTS_FILE
+from fusion.evaluation.chips import (
+    check_chip_setup,
+    evaluate_chips,
+    evaluation_dataset,
+    write_chip_tables,
+    write_quicklook,
+)
 from fusion.evaluation.contributions import (
     contributions_text,
     interaction_indices,
@@ -149,6 +172,20 @@ def main(argv: list[str]) -> list:
         metavar="NAMES",
         help="comma-separated modalities shown for --coco_results (default: all)",
     )
+    parser.add_argument(
+        "--per_chip",
+        action="store_true",
+        help="also score every chip on every subset: per_chip.csv and per_chip.md (tiles "
+        "named <chip>_r<row>_c<col>)",
+    )
+    parser.add_argument(
+        "--quicklook",
+        action="append",
+        default=[],
+        metavar="CHIP",
+        help="draw quicklook_<CHIP>.png: the chip's modalities, label and the prediction of "
+        "each subset (repeatable)",
+    )
     ours, rest = parser.parse_known_args(argv)
     if ours.coco_modalities is not None and ours.coco_results is None:
         parser.error("--coco_modalities needs --coco_results")
@@ -164,6 +201,8 @@ def main(argv: list[str]) -> list:
     if ours.coco_results is not None:
         submitted = submission_modalities(cli.datamodule.modalities, ours.coco_modalities)
         check_submission_setup(cli.model, cli.datamodule, submitted)
+    if ours.per_chip or ours.quicklook:
+        check_chip_setup(cli.model, cli.datamodule, ours.stage, ours.quicklook)
     results = evaluate_subsets(cli.trainer, cli.model, cli.datamodule, stage=ours.stage)
     prefix = "test" if ours.stage == "test" else "val"
     table = getattr(cli.model, "table_metrics", None)
@@ -171,6 +210,18 @@ def main(argv: list[str]) -> list:
     out_dir = ours.out_dir or ours.ckpt_path.resolve().parent.parent / "subsets"
     paths = write_subset_tables(results, out_dir, columns, title=f"{ours.ckpt_path.name}")
     print(paths["markdown"].read_text())
+    if ours.per_chip or ours.quicklook:
+        paths |= write_chip_outputs(
+            cli.trainer,
+            cli.model,
+            cli.datamodule,
+            ours.stage,
+            [result.modalities for result in results],
+            out_dir,
+            ours.per_chip,
+            ours.quicklook,
+            title=f"{ours.ckpt_path.name}",
+        )
     if chosen is not None:
         metric, title = chosen
         paths |= write_contributions(
@@ -189,6 +240,56 @@ def main(argv: list[str]) -> list:
         )
     print("Wrote " + ", ".join(str(path) for path in paths.values()))
     return results
+
+
+def write_chip_outputs(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    stage: str,
+    subsets: Sequence[Sequence[str]],
+    out_dir: Path,
+    per_chip: bool,
+    quicklooks: Sequence[str],
+    title: str = "",
+) -> dict[str, Path]:
+    """Per-chip tables (``--per_chip``) and quick-looks (``--quicklook``), printed and written.
+
+    One pass over the split per subset (`fusion.evaluation.chips.evaluate_chips`): every chip
+    with ``per_chip``, else only the quick-look chips' tiles.
+
+    Args:
+        trainer: The trainer (device and precision).
+        model: The task, weights loaded.
+        datamodule: Its DataModule.
+        stage: ``"test"`` or ``"validate"``.
+        subsets: The modality subsets, in table order.
+        out_dir: Where to write.
+        per_chip: Write ``per_chip.csv`` and ``per_chip.md``.
+        quicklooks: Chips to draw as ``quicklook_<chip>.png``.
+        title: Heading of the Markdown table.
+
+    Returns:
+        Kind -> path written: ``per_chip_csv``, ``per_chip``, ``quicklook_<chip>``.
+    """
+    evaluation = evaluate_chips(
+        trainer,
+        model,
+        datamodule,
+        stage,
+        subsets,
+        chips=None if per_chip else quicklooks,
+        keep=quicklooks,
+    )
+    paths: dict[str, Path] = {}
+    if per_chip:
+        paths = write_chip_tables(evaluation, out_dir, title=f"{title}, per chip")
+        print(paths["per_chip"].read_text())
+    dataset = evaluation_dataset(datamodule, stage)
+    channels = getattr(datamodule, "display_channels", None)
+    for chip in quicklooks:
+        paths[f"quicklook_{chip}"] = write_quicklook(dataset, evaluation, chip, out_dir, channels)
+    return paths
 
 
 def submission_modalities(available: Sequence[str], names: str | None) -> tuple[str, ...]:

@@ -1,10 +1,14 @@
 """``make reproduce``: the paper's Tables I to IV in miniature, trained alike, over seeds.
 
-    python -m fusion.reproduce [--budget 90] [--datasets quad dfc2023 sen1floods11]
-        [--seeds 3] [--jobs 2] [--out_dir runs/reproduce/results] [--tables_only | --publish]
+    python -m fusion.reproduce [--budget 90]
+        [--datasets quad dfc2023 sen1floods11 sen1floods11_chips] [--seeds 3] [--jobs 2]
+        [--out_dir runs/reproduce/results] [--tables_only | --publish]
 
 For each dataset the protocol runs these stages (the paper's columns), each once per seed:
 
+* ``threshold_fixed`` / ``threshold_otsu`` / ``threshold_fitted``: the classical water
+  baselines (`fusion.tasks.ThresholdTask`; the datasets with a baseline config, the
+  Sen1Floods11 ones), untrained, first in the main table;
 * ``pretrain_g`` / ``pretrain_gc``: pretraining with reconstruction only, and with
   reconstruction + contrastive alignment (the datasets with a pretraining config);
 * ``sup_multivit``: supervised MultiViT, trained on complete inputs (Tables I/II);

@@ -3,7 +3,9 @@
 The rule: on one modality subset, column A is *above* column B when its mean over seeds
 exceeds B's by more than the larger of the two standard deviations over seeds, *below* in the
 opposite case, and *level* otherwise. Only columns that trained the same number of steps are
-compared, and only with at least two seeds each (one seed has no spread: "cannot tell"). A
+compared (a classical baseline, which trains nothing, with any column), and only with at least
+two seeds each (one seed has no spread: "cannot tell"). A claim may also compare a column on
+one subset with a column (itself included) on another, e.g. S1 + S2 against S1 alone. A
 claim over several subsets counts the subsets above, level and below, and its verdict follows
 from the counts alone, so prose about the results can quote the verdict and cannot outrun it.
 """
@@ -27,7 +29,8 @@ RULE = (
     "A column is *above* another on a subset when its mean over seeds exceeds the other's by "
     "more than the larger of their two standard deviations over seeds, *below* in the "
     "opposite case, and *level* otherwise; only columns trained for the same number of steps "
-    "are compared, and only with two or more seeds each. Where both columns score the empty "
+    "are compared (a threshold baseline, which trains nothing, with any column), and only with "
+    "two or more seeds each. Where both columns score the empty "
     f"subset's score (within {EMPTY_TOLERANCE}) on every subset compared, neither learned "
     "anything and the claim cannot be told."
 )
@@ -42,9 +45,13 @@ class Claim:
         tables: The paper's tables it comes from.
         table: Which of our tables holds the columns (``table_main``, ``table_ablations``).
         first: Title of the column claimed better (or not worse).
-        second: Title of the other column.
-        subsets: ``"complete"`` (all modalities), ``"incomplete"`` or ``"all"``.
+        second: Title of the other column (may be ``first``, with ``against``).
+        subsets: ``"complete"`` (all modalities), ``"incomplete"``, ``"all"``, or one subset
+            as the tables name it (``"s1"``).
         kind: ``"above"`` (first better) or ``"not_below"`` (first at least as good).
+        against: The subset of ``second`` that each subset of ``first`` is compared with;
+            ``""`` compares like with like.
+        datasets: The datasets the claim is made for; ``()`` for every dataset.
     """
 
     text: str
@@ -54,6 +61,8 @@ class Claim:
     second: str
     subsets: str
     kind: str
+    against: str = ""
+    datasets: tuple[str, ...] = ()
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -73,8 +82,19 @@ CLAIMS: tuple[Claim, ...] = (
           "I, II", "table_main", "Fine. w/ G. & C.", "Fine. w/ G.", "all", "above"),
     Claim("Fine-tuning after G. & C. pretraining is at least as good as training from scratch",
           "I, II", "table_main", "Fine. w/ G. & C.", "Sup. Proposed", "all", "not_below"),
+    Claim("From S1 alone, the proposed model is at least as good as the -20 dB threshold",
+          "goal", "table_main", "Sup. Proposed", "Threshold (-20 dB / NDWI 0)", "s1",
+          "not_below", datasets=("sen1floods11_chips",)),
+    Claim("With S1 + S2, the proposed model is at least as good as with S1 alone", "goal",
+          "table_main", "Sup. Proposed", "Sup. Proposed", "s1+s2", "not_below", against="s1",
+          datasets=("sen1floods11_chips",)),
+    Claim("The proposed model is at least as good as MultiViT on every subset", "goal",
+          "table_main", "Sup. Proposed", "Sup. MultiViT", "all", "not_below",
+          datasets=("sen1floods11_chips",)),
 )  # fmt: skip
-"""The claims checked, in the order of the paper's text."""
+"""The claims checked: the paper's, in the order of its text, then the project's goals for the
+real chips ("goal": the water IoU a model should reach against a classical baseline and
+against itself with fewer modalities)."""
 
 
 def compare(first: Cell, second: Cell) -> str:
@@ -116,7 +136,14 @@ def subsets_of(claim: Claim, rows: Sequence[str]) -> list[str]:
         return [complete]
     if claim.subsets == "incomplete":
         return [row for row in rows if row != complete]
-    return list(rows)
+    if claim.subsets == "all":
+        return list(rows)
+    return [row for row in rows if row == claim.subsets]
+
+
+def trains(column: Column) -> bool:
+    """Whether the column's runs trained (a baseline's did not: its steps compare with none)."""
+    return column.stage.kind != "baseline"
 
 
 def check_claim(
@@ -137,10 +164,17 @@ def check_claim(
     first, second = by_title.get(claim.first), by_title.get(claim.second)
     if first is None or second is None:
         return "not in this protocol", ""
-    if len(first.steps | second.steps) > 1:
+    if trains(first) and trains(second) and len(first.steps | second.steps) > 1:
         return "not comparable", f"steps {sorted(first.steps)} against {sorted(second.steps)}"
-    rows = subsets_of(claim, [r for r in first.scores if r in second.scores])
-    cells = [(Cell.of(first.scores[r]), Cell.of(second.scores[r])) for r in rows]
+    if claim.against:  # each subset of the first column against one subset of the second
+        if claim.against not in second.scores:
+            return "cannot tell", "no finished runs"
+        rows = subsets_of(claim, list(first.scores))
+        pairs = [(r, claim.against) for r in rows]
+    else:
+        rows = subsets_of(claim, [r for r in first.scores if r in second.scores])
+        pairs = [(r, r) for r in rows]
+    cells = [(Cell.of(first.scores[a]), Cell.of(second.scores[b])) for a, b in pairs]
     if not cells:
         return "cannot tell", "no finished runs"
     if min(min(a.n, b.n) for a, b in cells) < 2:
@@ -190,6 +224,8 @@ def write_claims(
     ]
     for claim in CLAIMS:
         for dataset, tables in columns.items():
+            if claim.datasets and dataset not in claim.datasets:
+                continue
             empty = (empties or {}).get(dataset)
             result, evidence = check_claim(claim, tables.get(claim.table, []), empty)
             if result == "not in this protocol":

@@ -166,7 +166,11 @@ class CalibrationJob(RunJob):
 
 
 class StageJob(RunJob):
-    """One run: fit, then (segmentation) evaluate; writes its ``stage.json``."""
+    """One run: fit, then (segmentation, baseline) evaluate; writes its ``stage.json``.
+
+    A segmentation or pretraining run must train exactly the plan's steps; a baseline run has
+    none to check (it records 0 steps) and needs only its checkpoint and ``subsets.csv``.
+    """
 
     def __init__(self, protocol: Protocol, run: Run, deadline: float, index: int, total: int):
         self.protocol = protocol
@@ -180,7 +184,10 @@ class StageJob(RunJob):
     def expected_seconds(self) -> float:
         """The plan's wall time of this run."""
         plan = self.protocol.plan.datasets[self.run.stage.dataset]
-        return plan.pretrain_seconds if self.run.stage.kind == "pretrain" else plan.segment_seconds
+        kind = self.run.stage.kind
+        if kind == "baseline":
+            return plan.baseline_seconds
+        return plan.pretrain_seconds if kind == "pretrain" else plan.segment_seconds
 
     def finish(self, record: StageRecord) -> None:
         """Saves ``stage.json`` and prints the outcome."""
@@ -208,6 +215,8 @@ class StageJob(RunJob):
         plan = protocol.plan.datasets[run.stage.dataset]
         steps = plan.pretrain_steps if run.stage.kind == "pretrain" else plan.segment_steps
         batch = plan.pretrain_batch if run.stage.kind == "pretrain" else plan.segment_batch
+        if run.stage.kind == "baseline":  # trains nothing; its batch is the config's
+            steps, batch = 0, None
         self.record = StageRecord(
             "failed",
             dataset=run.stage.dataset,
@@ -244,7 +253,8 @@ class StageJob(RunJob):
             )
             self.finish(self.record)
             return None
-        print(f"{self.label}: {steps} steps ...", flush=True)
+        doing = "one untrained pass" if run.stage.kind == "baseline" else f"{steps} steps"
+        print(f"{self.label}: {doing} ...", flush=True)
         self._start = time.monotonic()
         return self.record.command, folder / "fit.log"
 
@@ -266,7 +276,7 @@ class StageJob(RunJob):
             if record.batch_size is None:  # --steps: the batch is the config's
                 record.batch_size = record.measured.get("batch_size")
             trained = record.measured.get("steps")
-            if trained != record.steps:
+            if run.stage.kind != "baseline" and trained != record.steps:
                 record.message = f"trained {trained} steps, the plan says {record.steps}"
                 self.finish(record)
                 return None

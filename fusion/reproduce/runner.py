@@ -123,6 +123,8 @@ class Protocol:
         protocol = DATASETS[stage.dataset]
         if stage.kind == "pretrain":
             configs = [protocol.pretrain_config, PRETRAIN_PROFILE]
+        elif stage.kind == "baseline":  # no network: the demo profile's model settings do not apply
+            configs = [protocol.baseline_config]
         else:
             configs = [protocol.segment_config, SEGMENT_PROFILE]
         command = [self.python, "-m", "fusion", verb]
@@ -134,16 +136,25 @@ class Protocol:
         return command
 
     def fit_command(self, run: Run) -> list[str]:
-        """``fusion fit`` of a run: its seed, the plan's steps, logs under ``runs_dir``."""
+        """``fusion fit`` of a run: its seed, the plan's steps, logs under ``runs_dir``.
+
+        A baseline run has no planned steps: one epoch, one pass over the training split
+        (where the fitted rule counts its pixels).
+        """
         assert self.plan is not None
         stage = run.stage
         plan = self.plan.datasets[stage.dataset]
+        command = self.base_command(stage, "fit")
+        command += ["--seed_everything", str(run.seed), "--time_budget", "null"]
+        if stage.kind == "baseline":
+            command += ["--trainer.max_epochs", "1"]
+            command += self.logger_args(stage, f"seed_{run.seed}")
+            command += self.timer_args(self.run_dir(run) / "timing.json")
+            return command + ["--trainer.enable_progress_bar", "false"]
         if stage.kind == "pretrain":
             steps, epochs = plan.pretrain_steps, plan.pretrain_epochs
         else:
             steps, epochs = plan.segment_steps, plan.segment_epochs
-        command = self.base_command(stage, "fit")
-        command += ["--seed_everything", str(run.seed), "--time_budget", "null"]
         command += ["--trainer.max_steps", str(steps)]
         command += ["--trainer.max_epochs", str(epochs if epochs else -1)]
         if epochs:  # epochs of equal length that end where the plan does
@@ -165,6 +176,7 @@ class Protocol:
         command = self.base_command(stage, "evaluate")
         command += ["--seed_everything", str(run.seed)]
         command += ["--contribution_metric", DATASETS[stage.dataset].metric_name]
+        command += list(DATASETS[stage.dataset].evaluate_args)
         command += self.logger_args(stage, "evaluate")
         return command + ["--ckpt_path", str(checkpoint), "--out_dir", str(out_dir)]
 
@@ -349,6 +361,10 @@ class Protocol:
                 }
                 for d in self.datasets
             }
+            baselines = {
+                d: sum(s.kind == "baseline" for s in self.stages if s.dataset == d)
+                for d in self.datasets
+            }
             plan = plan_steps(
                 timings,
                 runs_per_seed,
@@ -356,6 +372,7 @@ class Protocol:
                 len(self.slots),
                 self.seeds_requested,
                 self.min_steps,
+                baselines,
             )
             plan.calibration = {
                 d: {kind: asdict(timing) for kind, timing in kinds.items()}
@@ -479,6 +496,11 @@ class Protocol:
                 line += f"; both pretrainings {plan.pretrain_steps} steps"
             if plan.segment_seconds:
                 line += f" (about {plan.segment_seconds / 60:.1f} min per segmentation run)"
+            baselines = sum(s.kind == "baseline" for s in self.stages if s.dataset == dataset)
+            if baselines:
+                line += f"; {baselines} threshold baselines, untrained"
+                if plan.baseline_seconds:
+                    line += f" ({plan.baseline_seconds:.0f} s allowed per run)"
             lines.append(line)
         if self.plan.note:
             lines.append(f"  Note: {self.plan.note}")

@@ -21,6 +21,11 @@ class DatasetProtocol:
         metric: Column of ``subsets.csv`` shown in the tables (the paper's score); the
             modality contributions are computed on the same metric.
         metric_title: Its heading.
+        baseline_config: The classical baseline's config (`fusion.tasks.ThresholdTask`), whose
+            data section is the segmentation config's once `SEGMENT_PROFILE` is layered on
+            it (the same tiles and splits), or None for no baseline columns.
+        evaluate_args: Extra arguments of every run's ``fusion evaluate`` (e.g. the per-chip
+            table and a quick-look of a test chip).
     """
 
     segment_config: Path
@@ -28,6 +33,8 @@ class DatasetProtocol:
     data_root: str | None
     metric: str
     metric_title: str
+    baseline_config: Path | None = None
+    evaluate_args: tuple[str, ...] = ()
 
     @property
     def metric_name(self) -> str:
@@ -51,10 +58,32 @@ DATASETS: dict[str, DatasetProtocol] = {
         "mIoU (building semantics)",
     ),
     "sen1floods11": DatasetProtocol(
-        EXPERIMENTS / "segment_sen1floods11.yaml", None, None, "test/iou_1", "water IoU"
+        EXPERIMENTS / "segment_sen1floods11.yaml",
+        None,
+        None,
+        "test/iou_1",
+        "water IoU",
+        baseline_config=EXPERIMENTS / "threshold_sen1floods11.yaml",
+    ),
+    "sen1floods11_chips": DatasetProtocol(
+        EXPERIMENTS / "segment_sen1floods11_chips.yaml",
+        EXPERIMENTS / "pretrain_sen1floods11_chips.yaml",
+        None,
+        "test/iou_1",
+        "water IoU",
+        baseline_config=EXPERIMENTS / "threshold_sen1floods11_chips.yaml",
+        evaluate_args=("--per_chip", "--quicklook", "Spain_7370579"),
     ),
 }
-"""The datasets ``make reproduce`` knows: the embedded ones under ``data/`` and the real chip."""
+"""The datasets ``make reproduce`` knows: the embedded ones under ``data/``, the real chip, and
+the real chips split by whole chips (both read from ``../shared/realdata`` by default)."""
+
+BASELINES: tuple[tuple[str, str, str], ...] = (
+    ("threshold_fixed", "Threshold (-20 dB / NDWI 0)", "fixed"),
+    ("threshold_otsu", "Otsu per tile", "otsu"),
+    ("threshold_fitted", "Threshold fitted", "fitted"),
+)
+"""The classical baseline columns: stage name, title and `fusion.tasks.ThresholdTask` rule."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +94,9 @@ class Stage:
         dataset: Key of `DATASETS`.
         name: Folder name and table key, e.g. ``sup_proposed``.
         title: Column title in the tables.
-        kind: ``"segment"`` (fit then evaluate) or ``"pretrain"`` (fit only).
+        kind: ``"segment"`` (fit then evaluate), ``"pretrain"`` (fit only) or ``"baseline"``
+            (a classical baseline: one epoch of ``fusion fit`` that trains nothing, no planned
+            steps, then evaluate).
         args: Extra command-line arguments of ``fusion fit`` (overlays, overrides).
         pretrained_from: Stage whose last checkpoint (same seed) initialises the backbone.
         table: ``"main"``, ``"ablations"``, ``"both"`` or ``""`` (pretraining).
@@ -96,6 +127,11 @@ def dataset_stages(dataset: str) -> list[Stage]:
     protocol = DATASETS[dataset]
     runs = EXPERIMENTS / "runs"
     stages = []
+    if protocol.baseline_config is not None:  # quick, and first in the main table
+        stages += [
+            Stage(dataset, name, title, "baseline", ("--model.init_args.rule", rule))
+            for name, title, rule in BASELINES
+        ]
     if protocol.pretrain_config is not None:
         stages += [
             Stage(dataset, "pretrain_g", "Pretraining (G.)", "pretrain",
@@ -130,5 +166,12 @@ def dataset_stages(dataset: str) -> list[Stage]:
 ABLATION_ORDER = ("no_masked_attention", "no_random_combination", "no_modality_attention")
 """Column order of the ablation tables, as in Tables III/IV (``w/ all`` last)."""
 
-MAIN_ORDER = ("sup_multivit", "sup_proposed", "fine_g", "fine_gc")
-"""Column order of the main tables, as in Tables I/II."""
+MAIN_ORDER = (
+    *(name for name, _, _ in BASELINES),
+    "sup_multivit",
+    "sup_proposed",
+    "fine_g",
+    "fine_gc",
+)
+"""Column order of the main tables: the classical baselines (where the dataset has them), then
+the columns of Tables I/II."""

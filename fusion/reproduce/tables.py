@@ -101,10 +101,25 @@ def collect_column(protocol: Protocol, stage: Stage, title: str | None = None) -
     return column
 
 
+BASELINE_NOTE = (
+    "The threshold columns are classical baselines, not trained: one pass over the training "
+    "split (where the fitted rule fits its thresholds), run with every seed like the other "
+    "columns; the fixed and Otsu rules do not depend on the seed (spread 0), the fitted one "
+    "only through the random modality subsets of its training pass."
+)
+"""Footnote of a table with baseline columns: how they ran and why their spread is 0."""
+
+
 def table_caption(protocol: Protocol, dataset: str, columns: Sequence[Column]) -> str:
-    """Commit, training (as the finished runs recorded it), seeds and machine of a table."""
+    """Commit, training (as the finished runs recorded it), seeds and machine of a table.
+
+    The baseline columns train nothing, so they take no part in the step count: the caption
+    says so in a sentence of its own.
+    """
     code = protocol.code
     seeds = protocol.plan.seeds
+    baselines = [column for column in columns if column.stage.kind == "baseline"]
+    columns = [column for column in columns if column.stage.kind != "baseline"]
     steps = set().union(*(column.steps for column in columns)) if columns else set()
     batches = set().union(*(column.batches for column in columns)) if columns else set()
     if len(steps) == 1 and len(batches) == 1:
@@ -126,6 +141,7 @@ def table_caption(protocol: Protocol, dataset: str, columns: Sequence[Column]) -
         f"Commit `{code['commit'][:10]}`{' (uncommitted changes)' if code['dirty'] else ''}; "
         f"{training}; mean ± standard deviation over {seeds} seed(s) (0 to {seeds - 1}); "
         f"{protocol.machine['cpu_class']}, {protocol.machine['precision']}."
+        + (f" {BASELINE_NOTE}" if baselines else "")
     )
 
 
@@ -231,7 +247,7 @@ def write_table(
 
 
 def dataset_columns(protocol: Protocol, dataset: str) -> dict[str, list[Column]]:
-    """The columns of a dataset's main and ablation tables."""
+    """The columns of a dataset's main and ablation tables (baselines first in the main one)."""
     stages = {stage.name: stage for stage in protocol.stages if stage.dataset == dataset}
     main = [collect_column(protocol, stages[name]) for name in MAIN_ORDER if name in stages]
     ablations = [collect_column(protocol, stages[name]) for name in ABLATION_ORDER]

@@ -2,5 +2,6 @@
 
 from fusion.tasks.pretrain import PretrainTask
 from fusion.tasks.segmentation import SegmentationTask
+from fusion.tasks.threshold import ThresholdTask
 
-__all__ = ["PretrainTask", "SegmentationTask"]
+__all__ = ["PretrainTask", "SegmentationTask", "ThresholdTask"]

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
 
+import fusion.reproduce.command as command_module
 import fusion.reproduce.runner as runner_module
 from fusion.reproduce import (
     DATASETS,
@@ -25,8 +29,10 @@ from fusion.reproduce import (
     publish,
     read_scores,
 )
-from fusion.reproduce.claims import CLAIMS, check_claim, compare
-from fusion.reproduce.tables import Cell, Column, format_cell
+from fusion.reproduce.claims import CLAIMS, check_claim, compare, write_claims
+from fusion.reproduce.plan import BASELINE_SECONDS
+from fusion.reproduce.stages import MAIN_ORDER, SEGMENT_PROFILE
+from fusion.reproduce.tables import BASELINE_NOTE, Cell, Column, format_cell
 
 FAKE_FUSION = """#!{python}
 import json, os, sys
@@ -54,21 +60,26 @@ if command == "fit":
     (folder / "checkpoints" / "last.ckpt").write_text("weights")
     (folder / "config.yaml").write_text("seed_everything: 0\\n")
     steps = int(value("--trainer.max_steps", value("--trainer.limit_train_batches", "8")))
+    if "--model.init_args.rule" in args:
+        steps = 0  # a threshold baseline: no optimizer, no steps
     if os.environ.get("FAKE_SHORT") == stage:
         steps -= 1  # a run that ends before its plan
     timer = json.loads(value("--trainer.callbacks+"))["init_args"]["path"]
     Path(timer).parent.mkdir(parents=True, exist_ok=True)
     slow = "experiments/pretrain_" in joined
-    Path(timer).write_text(json.dumps({{
-        "steps": steps, "steps_per_epoch": min(steps, 10), "loader_batches": 10,
-        "batch_size": 16 if slow else 8, "step_seconds": 2.0 if slow else 1.0,
-        "validation_seconds": 4.0, "fit_seconds": 30.0, "precision": "32-true", "threads": 1,
-    }}))
+    if os.environ.get("FAKE_NO_TIMER") != stage:
+        Path(timer).write_text(json.dumps({{
+            "steps": steps, "steps_per_epoch": min(steps, 10), "loader_batches": 10,
+            "batch_size": 16 if slow else 8, "step_seconds": 2.0 if slow else 1.0,
+            "validation_seconds": 4.0, "fit_seconds": 30.0, "precision": "32-true", "threads": 1,
+        }}))
 else:
     out = Path(value("--out_dir"))
     out.mkdir(parents=True, exist_ok=True)
     score = (0.5 if "multivit" in joined else 0.7) + 0.01 * seed
-    rows = ["modalities,test/miou,test/iou_1", f"s1+s2,{{score}},0.6", "s1,0.2,0.1", "s2,0.3,"]
+    water = 0.4 if "experiments/threshold_" in joined else 0.6
+    rows = ["modalities,test/miou,test/iou_1", f"s1+s2,{{score}},{{water}}", "s1,0.2,0.1",
+            "s2,0.3,"]
     (out / "subsets.csv").write_text("\\n".join(rows) + "\\n")
     contributions = {{"metric": value("--contribution_metric"), "title": "mIoU", "empty": 0.1,
                       "shapley": {{"s1": 0.2 + seed / 100, "s2": 0.3}}, "interactions": {{}}}}
@@ -132,7 +143,9 @@ def test_stages_follow_the_papers_tables() -> None:
         "no_modality_attention",
     ]
     floods = [stage.name for stage in dataset_stages("sen1floods11")]
-    assert floods == [name for name in quad if "pretrain" not in name and "fine" not in name]
+    baselines = ["threshold_fixed", "threshold_otsu", "threshold_fitted"]
+    assert floods == baselines + [n for n in quad if "pretrain" not in n and "fine" not in n]
+    assert [stage.name for stage in dataset_stages("dfc2023")] == quad  # no baselines
     stages = {stage.name: stage for stage in dataset_stages("quad")}
     assert "--model.init_args.contrastive" in stages["pretrain_g"].args
     assert "--model.init_args.contrastive" not in stages["pretrain_gc"].args
@@ -252,6 +265,8 @@ def test_every_stage_and_seed_trains_the_same_steps_with_provenance(
 
     table = (out / "quad" / "table_main.md").read_text()
     assert "every column trained 20 steps of batch 8" in table and "2 seed(s)" in table
+    assert "| Multimodal input (mIoU) | Sup. MultiViT |" in table  # no baseline columns
+    assert "threshold" not in table.lower()
     assert "| S1, S2 | 0.505 ± 0.007 | **0.705 ± 0.007** |" in table
     with (out / "quad" / "table_main.csv").open() as handle:
         rows = list(csv.reader(handle))
@@ -288,7 +303,7 @@ def test_a_rerun_resumes_and_other_code_reruns_everything(
     monkeypatch.setattr(runner_module, "git_state", lambda: moved)
     before = len(calls(tmp_path))
     make_protocol(tmp_path, fake_python, ["sen1floods11"]).run()
-    assert len(fit_names(calls(tmp_path)[before:])) == 5 * 2
+    assert len(fit_names(calls(tmp_path)[before:])) == 8 * 2  # baselines included
     assert "made by commit aaaaaaaaaa" in capsys.readouterr().out
     lines = (tmp_path / "results" / "protocol.jsonl").read_text().splitlines()
     assert len(lines) == 8  # appended by every invocation, never rewritten
@@ -309,7 +324,9 @@ def test_a_failed_run_shows_as_missing_never_as_its_old_numbers(
     assert record["status"] == "failed" and "fit exited with 3" in record["message"]
     table = (tmp_path / "results" / "sen1floods11" / "table_main.md").read_text()
     assert "0.900" not in table
-    assert "| S1, S2 | **0.600 (n=1)** | **0.600 ± 0.000** |" in table  # seed 0 alone
+    # the baselines first, then seed 0 alone of MultiViT
+    row = "| S1, S2 | 0.400 ± 0.000 | 0.400 ± 0.000 | 0.400 ± 0.000 | **0.600 (n=1)** | **0.600 ± "
+    assert row in table
     assert "Sup. MultiViT, seed 1: failed (fit exited with 3" in table
 
 
@@ -345,7 +362,13 @@ def test_calibration_plans_the_steps_and_a_rerun_reuses_the_plan(
     protocol.budget_minutes = 60.0
     protocol.run()
     made = calls(tmp_path)
-    calibration = [call for call in made if call[2] == "fit" and "--trainer.max_steps" not in call]
+    calibration = [  # fits without planned steps, the baselines' aside
+        call
+        for call in made
+        if call[2] == "fit"
+        and "--trainer.max_steps" not in call
+        and "--model.init_args.rule" not in call
+    ]
     assert {flag(call, "--trainer.logger") for call in calibration}  # the two slowest columns
     assert sorted(Path(json.loads(flag(c, "--trainer.logger"))["init_args"]["save_dir"]).name
                   for c in calibration) == ["sen1floods11", "sen1floods11"]  # fmt: skip
@@ -372,6 +395,7 @@ def test_the_budget_guard_stops_and_says_so(tmp_path: Path, fake_python: Path) -
     protocol.budget_minutes = 0.01
     protocol.plan = protocol.make_plan(60.0)
     protocol.plan.datasets["sen1floods11"].segment_seconds = 3600.0  # far beyond the budget
+    protocol.plan.datasets["sen1floods11"].baseline_seconds = 3600.0
     plan_file = tmp_path / "results" / "plan.json"
     saved = json.loads(plan_file.read_text())
     saved["plan"] = protocol.plan.to_json()
@@ -457,3 +481,201 @@ def test_claims_follow_the_rule() -> None:
     lower = column("w/ all", {"a+b": [0.4, 0.41], "a": [0.5, 0.5], "b": [0.3, 0.3]})
     no_random = column("w/o Random", {"a+b": [0.5, 0.5], "a": [0.2, 0.2], "b": [0.3, 0.3]})
     assert check_claim(costs_nothing, [lower, no_random])[0] == "does not hold (below on 1 of 1)"
+
+
+# -- the Sen1Floods11 chips and the classical baselines ------------------------------------------
+BASELINES = ["threshold_fixed", "threshold_otsu", "threshold_fitted"]
+CHIPS = "sen1floods11_chips"
+
+
+def configs_of(call: list[str]) -> list[str]:
+    """The ``--config`` files of a call, in order."""
+    return [call[i + 1] for i, arg in enumerate(call) if arg == "--config"]
+
+
+def test_the_chips_get_every_column_and_the_baselines_come_first() -> None:
+    chips = DATASETS[CHIPS]
+    assert (chips.metric, chips.metric_title, chips.data_root) == ("test/iou_1", "water IoU", None)
+    for config in (chips.segment_config, chips.pretrain_config, chips.baseline_config):
+        assert config is not None and config.is_file(), config
+    quad = [stage.name for stage in dataset_stages("quad")]
+    stages = dataset_stages(CHIPS)
+    assert [stage.name for stage in stages] == BASELINES + quad
+    rules = {stage.name: stage.args for stage in stages if stage.kind == "baseline"}
+    assert rules == {name: ("--model.init_args.rule", name.split("_")[1]) for name in BASELINES}
+    assert {stage.title for stage in stages if stage.kind == "baseline"} == {
+        "Threshold (-20 dB / NDWI 0)", "Otsu per tile", "Threshold fitted"
+    }  # fmt: skip
+    assert MAIN_ORDER[:3] == tuple(BASELINES)
+    assert DATASETS["quad"].baseline_config is None and DATASETS["dfc2023"].baseline_config is None
+
+
+def test_a_baseline_is_scored_on_the_tiles_of_the_segmentation_columns() -> None:
+    profile = yaml.safe_load(SEGMENT_PROFILE.read_text())["data"]["init_args"]
+    for name in ("sen1floods11", CHIPS):
+        dataset = DATASETS[name]
+        assert dataset.baseline_config is not None
+        segment = yaml.safe_load(dataset.segment_config.read_text())["data"]
+        segment["init_args"] |= profile  # what the protocol layers on the segmentation runs
+        baseline = yaml.safe_load(dataset.baseline_config.read_text())["data"]
+        assert baseline == segment, name
+
+
+def test_make_reproduce_runs_all_four_datasets_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[tuple[list[str], int | None]] = []
+
+    class Recorder:
+        def __init__(self, datasets: list[str], *args: object, **options: object) -> None:
+            made.append((datasets, options["steps"]))  # type: ignore[arg-type]
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(command_module, "Protocol", Recorder)
+    command_module.main([])
+    command_module.main(["--datasets", CHIPS, "--steps", "3"])
+    everything = ["quad", "dfc2023", "sen1floods11", CHIPS]
+    assert made == [(everything, None), ([CHIPS], 3)]
+    makefile = Path("Makefile").read_text()
+    assert re.search(r"^DATASETS \?= (.*)$", makefile, re.MULTILINE)[1].split() == everything
+
+
+def test_plan_sets_time_aside_for_the_baselines() -> None:
+    timings = {"sen1floods11": {"segment": SEGMENT}}
+    runs = {"sen1floods11": {"segment": 5}}
+    without = plan_steps(timings, runs, seconds=3600.0, jobs=1, seeds=2, min_steps=10)
+    plan = plan_steps(timings, runs, 3600.0, 1, 2, 10, baseline_runs={"sen1floods11": 3})
+    floods = plan.datasets["sen1floods11"]
+    assert without.datasets["sen1floods11"].baseline_seconds == 0.0
+    assert floods.baseline_seconds == BASELINE_SECONDS
+    # the baselines' time comes off the training of the five trained runs, and no more
+    assert plan.share_seconds == pytest.approx(
+        without.share_seconds - 3 * BASELINE_SECONDS / 5, abs=0.1
+    )
+    assert 2 * (5 * floods.segment_seconds + 3 * floods.baseline_seconds) <= 3600.0
+
+
+def test_a_baseline_run_is_one_untrained_pass_then_the_same_evaluation(
+    tmp_path: Path, fake_python: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_NO_TIMER", "threshold_otsu")  # a baseline needs no step figures
+    make_protocol(tmp_path, fake_python, [CHIPS]).run()
+    made = calls(tmp_path)
+    fits = dict(zip(fit_names(made), [call for call in made if call[2] == "fit"], strict=True))
+    assert len(fits) == 12 * 2
+    out = tmp_path / "results" / CHIPS
+    for name in BASELINES:
+        for seed in (0, 1):  # run with every seed, as the other columns
+            call = fits[f"{name}/seed_{seed}"]
+            assert configs_of(call) == ["experiments/threshold_sen1floods11_chips.yaml"]
+            assert flag(call, "--model.init_args.rule") == name.split("_")[1]
+            assert flag(call, "--trainer.max_epochs") == "1"
+            assert flag(call, "--seed_everything") == str(seed)
+            assert "--trainer.max_steps" not in call and "--trainer.limit_train_batches" not in call
+            folder = out / name / f"seed_{seed}"
+            record = json.loads((folder / "stage.json").read_text())
+            assert record["status"] == "done" and record["steps"] == 0, record["message"]
+            assert record["checkpoint"] and (folder / "subsets.csv").is_file()
+    trained = fits["sup_proposed/seed_0"]
+    assert flag(trained, "--trainer.max_steps") == "20"
+    assert configs_of(trained)[-1] == str(SEGMENT_PROFILE)
+    assert (
+        configs_of(fits["pretrain_gc/seed_0"])[0] == "experiments/pretrain_sen1floods11_chips.yaml"
+    )
+    evaluations = [call for call in made if call[2] == "evaluate"]
+    assert len(evaluations) == 10 * 2  # baselines and segmentation columns, not pretraining
+    fixed = next(c for c in evaluations if "/threshold_fixed/seed_1/" in flag(c, "--ckpt_path"))
+    assert configs_of(fixed) == ["experiments/threshold_sen1floods11_chips.yaml"]
+    assert flag(fixed, "--model.init_args.rule") == "fixed"
+    assert flag(fixed, "--contribution_metric") == "iou_1"
+    for call in evaluations:  # every evaluation of the chips: per-chip table and a quick-look
+        assert "--per_chip" in call and flag(call, "--quicklook") == "Spain_7370579"
+
+    table = (out / "table_main.md").read_text()
+    header = (
+        "| Multimodal input (water IoU) | Threshold (-20 dB / NDWI 0) | Otsu per tile | "
+        "Threshold fitted | Sup. MultiViT | Sup. Proposed | Fine. w/ G. | Fine. w/ G. & C. |"
+    )
+    assert header in table
+    assert "every column trained 20 steps of batch 8" in table and BASELINE_NOTE in table
+    assert "| S1, S2 | 0.400 ± 0.000 | 0.400 ± 0.000 | 0.400 ± 0.000 | **0.600 ± 0.000** |" in table
+    ablations = (out / "table_ablations.md").read_text()
+    assert "Threshold" not in ablations and BASELINE_NOTE not in ablations
+    claims = (tmp_path / "results" / "claims.md").read_text()
+    assert "at least as good as with S1 alone (goal) | sen1floods11_chips | holds" in claims
+    assert "the -20 dB threshold (goal) | sen1floods11_chips | cannot tell" in claims  # at empty
+
+    make_protocol(tmp_path, fake_python, [CHIPS]).run()
+    assert len(calls(tmp_path)) == len(made)  # the baselines resume like every run
+
+    monkeypatch.setattr(runner_module, "git_state", lambda: dict(CLEAN, commit="d" * 40))
+    before = len(calls(tmp_path))
+    make_protocol(tmp_path, fake_python, [CHIPS], seeds=1).run()
+    again = fit_names(calls(tmp_path)[before:])
+    assert {f"{name}/seed_0" for name in BASELINES} <= set(again)  # other code: run again
+
+
+def test_the_goals_on_the_chips_follow_the_rule(tmp_path: Path) -> None:
+    goals = [claim for claim in CLAIMS if claim.datasets == (CHIPS,)]
+    beats_threshold, gains_from_s2, beats_multivit = goals
+    stages = {stage.name: stage for stage in dataset_stages(CHIPS)}
+
+    def column(name: str, title: str, values: dict[str, list[float]], steps: int = 100) -> Column:
+        return Column(stages[name], title, values, [0, 1], [], {steps}, {8})
+
+    threshold = column(
+        "threshold_fixed",
+        "Threshold (-20 dB / NDWI 0)",
+        {"s1+s2": [0.5, 0.5], "s1": [0.4, 0.4], "s2": [0.3, 0.3]},
+        steps=0,  # trains nothing: comparable with any column all the same
+    )
+    proposed = column(
+        "sup_proposed",
+        "Sup. Proposed",
+        {"s1+s2": [0.62, 0.64], "s1": [0.45, 0.47], "s2": [0.3, 0.32]},
+    )
+    multivit = column(
+        "sup_multivit",
+        "Sup. MultiViT",
+        {"s1+s2": [0.6, 0.6], "s1": [0.3, 0.31], "s2": [0.31, 0.31]},
+    )
+    table = [threshold, multivit, proposed]
+    assert check_claim(beats_threshold, table) == (
+        "holds (1 of 1 above)",
+        "above 1, level 0, below 0 (0.460 ± 0.014 against 0.400 ± 0.000)",
+    )
+    assert check_claim(gains_from_s2, table) == (
+        "holds (1 of 1 above)",
+        "above 1, level 0, below 0 (0.630 ± 0.014 against 0.460 ± 0.014)",
+    )
+    assert check_claim(beats_multivit, table)[0] == "holds (2 of 3 above)"  # level on S2
+
+    worse = column(
+        "sup_proposed", "Sup. Proposed", {"s1+s2": [0.3, 0.31], "s1": [0.2, 0.21], "s2": [0.1, 0.1]}
+    )
+    assert check_claim(beats_threshold, [threshold, multivit, worse])[0] == (
+        "does not hold (below on 1 of 1)"
+    )
+    assert check_claim(gains_from_s2, [worse])[0] == "holds (1 of 1 above)"
+    s2_hurts = column("sup_proposed", "Sup. Proposed", {"s1+s2": [0.3, 0.31], "s1": [0.45, 0.47]})
+    assert check_claim(gains_from_s2, [s2_hurts])[0] == "does not hold (below on 1 of 1)"
+    assert check_claim(beats_multivit, [multivit, worse])[0] == "does not hold (below on 3 of 3)"
+
+    one_seed = column("sup_proposed", "Sup. Proposed", {"s1+s2": [0.63], "s1": [0.46]})
+    for claim in goals:
+        assert check_claim(claim, [threshold, multivit, one_seed]) == (
+            "cannot tell",
+            "fewer than two seeds",
+        )
+    threshold_once = column("threshold_fixed", threshold.title, {"s1": [0.4]}, steps=0)
+    assert check_claim(beats_threshold, [threshold_once, proposed])[0] == "cannot tell"
+    s1_only = column("sup_proposed", "Sup. Proposed", {"s1": [0.45, 0.47]})
+    assert check_claim(gains_from_s2, [s1_only]) == ("cannot tell", "no finished runs")
+    longer = column("sup_multivit", "Sup. MultiViT", multivit.scores, steps=200)
+    assert check_claim(beats_multivit, [longer, proposed])[0] == "not comparable"
+
+    protocol = SimpleNamespace(code=CLEAN, out_dir=tmp_path)  # what write_claims reads
+    tables = {"table_main": table, "table_ablations": []}
+    path = write_claims(protocol, {"sen1floods11": tables, CHIPS: tables})  # type: ignore[arg-type]
+    goal_lines = [line for line in path.read_text().splitlines() if "(goal)" in line]
+    assert len(goal_lines) == 3 and all(f"| {CHIPS} |" in line for line in goal_lines)
