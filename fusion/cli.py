@@ -6,6 +6,7 @@ Examples::
     fusion fit --config experiments/pretrain_quad.yaml --config experiments/cpu.yaml
     fusion evaluate --config experiments/segment_quad.yaml --ckpt_path last.ckpt
     fusion predict-scene --ckpt_path last.ckpt --s1 s1.tif --s2 s2.tif --out map.tif
+    fusion export --ckpt_path last.ckpt --out water_model
 
 Besides Lightning's options:
 
@@ -100,9 +101,10 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> FusionCLI:
 
 
 def main(args: list[str] | None = None) -> Any:
-    """Run the command line: Lightning's subcommands, ``evaluate`` and ``predict-scene``.
+    """Run the command line: Lightning's subcommands, ``evaluate``, ``predict-scene``, ``export``.
 
-    ``evaluate`` is `fusion.evaluation.command`, ``predict-scene`` `fusion.scene.command`.
+    ``evaluate`` is `fusion.evaluation.command`, ``predict-scene`` `fusion.scene.command`,
+    ``export`` `fusion.model_file`.
 
     Args:
         args: Command-line arguments (default ``sys.argv[1:]``).
@@ -120,4 +122,8 @@ def main(args: list[str] | None = None) -> Any:
         from fusion.scene.command import main as predict_scene
 
         return predict_scene(args[1:])
+    if args and args[0] == "export":
+        from fusion.model_file import main as export
+
+        return export(args[1:])
     return build_cli(args)

@@ -85,18 +85,23 @@ from fusion.evaluation.submission import (
     write_submission_record,
 )
 from fusion.evaluation.subsets import SubsetResult, evaluate_subsets, write_subset_tables
+from fusion.model_file import load_checkpoint
 
 
-def load_weights(model: L.LightningModule, checkpoint: Path) -> None:
-    """Loads a Lightning checkpoint's ``state_dict`` into ``model`` (all keys must match).
+def load_weights(model: L.LightningModule, checkpoint: Path, trust: bool = False) -> None:
+    """Loads a checkpoint's ``state_dict`` into ``model`` (all keys must match).
+
+    Args:
+        model: The model built from the config.
+        checkpoint: A Lightning checkpoint, or a model folder of ``fusion export``.
+        trust: Load a checkpoint that needs unpickling (`fusion.model_file.load_checkpoint`).
 
     Raises:
         FileNotFoundError: If the checkpoint does not exist.
+        fusion.model_file.UnsafeCheckpointError: If it needs unpickling and ``trust`` is False.
         ValueError: If its weights do not fit the model built from the config.
     """
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = load_checkpoint(checkpoint, trust)["state_dict"]
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
@@ -148,7 +153,17 @@ def main(argv: list[str]) -> list:
     from fusion.cli import build_cli
 
     parser = argparse.ArgumentParser(prog="fusion evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt_path", type=Path, required=True, help="checkpoint to evaluate")
+    parser.add_argument(
+        "--ckpt_path",
+        type=Path,
+        required=True,
+        help="checkpoint to evaluate, or a model folder of `fusion export`",
+    )
+    parser.add_argument(
+        "--trust_checkpoint",
+        action="store_true",
+        help="load a checkpoint that needs unpickling (can run code: only files you trust)",
+    )
     parser.add_argument("--out_dir", type=Path, default=None, help="where to write the tables")
     parser.add_argument("--stage", choices=("test", "validate"), default="test")
     parser.add_argument(
@@ -192,7 +207,7 @@ def main(argv: list[str]) -> list:
     if not any(arg.startswith("--trainer.enable_progress_bar") for arg in rest):
         rest += ["--trainer.enable_progress_bar", "false"]  # one bar over the subsets instead
     cli = build_cli(rest, run=False)
-    load_weights(cli.model, ours.ckpt_path)
+    load_weights(cli.model, ours.ckpt_path, ours.trust_checkpoint)
     chosen = None  # (metric, title) of the contributions, checked before the long part
     tabled = hasattr(cli.model, "trivial_scores") and getattr(cli.model, "table_metrics", None)
     if tabled or ours.contribution_metric is not None:

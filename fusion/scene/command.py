@@ -27,7 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="--<modality> PATH: a raster of that modality (e.g. --s1 s1.tif --s2 s2.tif).",
         allow_abbrev=False,
     )
-    parser.add_argument("--ckpt_path", type=Path, required=True, help="segmentation checkpoint")
+    parser.add_argument(
+        "--ckpt_path",
+        type=Path,
+        required=True,
+        help="segmentation checkpoint, or a model folder of `fusion export`",
+    )
+    parser.add_argument(
+        "--trust_checkpoint",
+        action="store_true",
+        help="load a checkpoint that needs unpickling (can run code: only files you trust)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="class map to write (.tif)")
     parser.add_argument(
         "--reference", default=None, help="modality whose grid the maps use (default: first)"
@@ -105,7 +115,14 @@ def main(argv: list[str]) -> SceneResult:
     """Run the command; ``argv`` without the leading ``predict-scene``."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    model = load_scene_model(args.ckpt_path, args.config, args.scale, args.tile_size, args.device)
+    model = load_scene_model(
+        args.ckpt_path,
+        args.config,
+        args.scale,
+        args.tile_size,
+        args.device,
+        trust=args.trust_checkpoint,
+    )
     rasters = modality_rasters(rest, model.modality_names)
     result = predict_scene(
         model,

@@ -63,8 +63,18 @@ class OutputPaths:
         polygons: bool = False,
         quicklook: bool = True,
     ) -> OutputPaths:
-        """The paths derived from the class map's path ``out``."""
+        """The paths derived from the class map's path ``out``.
+
+        Raises:
+            ValueError: if ``out`` is not a GeoTIFF path (``.tif``/``.tiff``): the class map is
+                one, and a ``.png`` would be overwritten by the quick-look of the same name.
+        """
         out = Path(out)
+        if out.suffix.lower() not in (".tif", ".tiff"):
+            raise ValueError(
+                f"--out {out}: the class map is a GeoTIFF, name it .tif or .tiff (the quick-look "
+                f"is written beside it as {out.with_suffix('.png').name})"
+            )
 
         def sibling(suffix: str) -> Path:
             return out.with_name(out.stem + suffix)

@@ -37,6 +37,7 @@ from datamodules.dataset import Modality, MultimodalDataset, Target
 from datamodules.rasters import Raster
 from fusion.heads.inference import semantic_scores
 from fusion.modality import parse_modalities
+from fusion.model_file import load_checkpoint
 from fusion.tasks import SegmentationTask
 from fusion.tasks.segmentation import describe_modalities
 
@@ -176,11 +177,13 @@ def load_scene_model(
     scale: float | None = None,
     tile: int | None = None,
     device: str = "auto",
+    trust: bool = False,
 ) -> SceneModel:
     """Load a `fusion.tasks.SegmentationTask` checkpoint and its training data pipeline.
 
     Args:
-        checkpoint_path: the Lightning checkpoint.
+        checkpoint_path: the Lightning checkpoint, or a model folder of ``fusion export``
+            (whose card gives the data pipeline).
         config: the run's config (default: ``config.yaml`` two folders up from the
             checkpoint, where ``fusion fit`` writes it, if it exists).
         scale: model pixels per reference pixel (default: the run's ``image_size /
@@ -188,17 +191,18 @@ def load_scene_model(
         tile: tile side in model pixels (default: the model's ``img_size``); a multiple of
             the patch size.
         device: ``"cpu"``, ``"cuda"``, ... or ``"auto"`` (CUDA when available).
+        trust: load a checkpoint that needs unpickling (see `fusion.model_file`).
 
     Raises:
         FileNotFoundError: if the checkpoint or the config does not exist.
+        fusion.model_file.UnsafeCheckpointError: if the checkpoint needs unpickling and
+            ``trust`` is False.
         ValueError: if the checkpoint is not a segmentation checkpoint, its weights do not fit,
             no data pipeline can be found, the pipeline's modalities differ from the model's,
             or the tile does not map to whole reference pixels.
     """
     checkpoint_path = Path(checkpoint_path)
-    if not checkpoint_path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint_path}")
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(checkpoint_path, trust)
     task = build_task(checkpoint, checkpoint_path)
     datamodule, source = training_datamodule(checkpoint, checkpoint_path, config)
     settings = datamodule.kwargs
@@ -250,6 +254,22 @@ def build_task(checkpoint: Mapping[str, Any], path: Path) -> SegmentationTask:
     return task
 
 
+def datamodule_from_section(data: Mapping[str, Any]) -> MultimodalDataModule:
+    """The DataModule of a config's ``data`` section (``class_path``, ``init_args``); reads no data.
+
+    Raises:
+        ValueError: if the class cannot be imported.
+    """
+    module_name, _, class_name = data["class_path"].rpartition(".")
+    try:
+        datamodule_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"unknown DataModule {data['class_path']!r}: {error}") from error
+    kwargs = dict(data.get("init_args") or {})
+    kwargs["root"] = kwargs.get("root") or "."  # never read here
+    return datamodule_class(**kwargs)
+
+
 def training_datamodule(
     checkpoint: Mapping[str, Any], checkpoint_path: Path, config: str | Path | None
 ) -> tuple[MultimodalDataModule, str]:
@@ -273,11 +293,16 @@ def training_datamodule(
         data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
         if "class_path" not in data:
             raise ValueError(f"{config} has no data.class_path: not a run config")
-        module_name, _, class_name = data["class_path"].rpartition(".")
-        datamodule_class = getattr(importlib.import_module(module_name), class_name)
-        kwargs = dict(data.get("init_args") or {})
-        kwargs["root"] = kwargs.get("root") or "."  # never read here
-        return datamodule_class(**kwargs), f"{config} ({class_name})"
+        class_name = data["class_path"].rpartition(".")[2]
+        return datamodule_from_section(data), f"{config} ({class_name})"
+    card_data = checkpoint.get("data")
+    if card_data:  # an exported model: its card holds the pipeline and its statistics
+        section = {
+            "class_path": card_data["class_path"],
+            "init_args": {**card_data.get("init_args", {}), "stats": card_data["normalization"]},
+        }
+        class_name = card_data["class_path"].rpartition(".")[2]
+        return datamodule_from_section(section), f"{checkpoint_path} card ({class_name})"
     for name in datamodules.__all__:
         candidate = getattr(datamodules, name)
         if (

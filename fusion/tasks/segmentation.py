@@ -46,6 +46,7 @@ from fusion.heads import (
 from fusion.heads.targets import IGNORE_INDEX
 from fusion.masking import ModalityShares, sample_patch_dropout
 from fusion.modality import ModalityConfig, ModalitySpec, parse_modalities
+from fusion.model_file import load_checkpoint
 from fusion.optim import StepDecaySchedule, training_steps, weight_decay_groups
 from fusion.tasks.batches import drop_empty_samples, split_batch, token_availability
 from fusion.variants import BackboneVariant, variant_options
@@ -500,7 +501,7 @@ class SegmentationTask(L.LightningModule):
             self.load_pretrained_backbone(self.hparams.pretrained)
 
     def load_pretrained_backbone(self, path: str | Path) -> tuple[list[str], list[str]]:
-        """Copy the backbone weights of a `fusion.tasks.PretrainTask` checkpoint.
+        """Copy the backbone weights of a `fusion.tasks.PretrainTask` checkpoint or export.
 
         Only keys under ``backbone.`` are read (the pretraining decoders are dropped). Keys
         missing from the checkpoint or unexpected by this backbone are logged as a warning.
@@ -515,7 +516,7 @@ class SegmentationTask(L.LightningModule):
             ValueError: if the checkpoint's modalities differ from this model's (the
                 DataModule's), or it holds no backbone weights.
         """
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own file
+        checkpoint = load_checkpoint(path)  # never unpickled (fusion.model_file)
         theirs = checkpoint.get("hyper_parameters", {}).get("modalities")
         if theirs is None:
             raise ValueError(

@@ -111,3 +111,11 @@ def test_refuses_an_existing_output_unless_overwrite(files: dict, tmp_path: Path
         run(files, files["s1"], "--s1", str(files["s1"]), "--overwrite")
     with pytest.raises(FileNotFoundError, match="missing.tif"):
         run(files, tmp_path / "other.tif", "--s1", str(tmp_path / "missing.tif"))
+
+
+def test_a_png_class_map_is_refused_before_its_quicklook_overwrites_it(
+    files: dict, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=r"map.png: the class map is a GeoTIFF"):
+        run(files, tmp_path / "map.png", "--s1", str(files["s1"]), "--quiet")
+    assert not (tmp_path / "map.png").exists()
