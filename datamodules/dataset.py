@@ -149,6 +149,10 @@ class MultimodalDataset(NonGeoDataset):
     default_stats: ClassVar[Stats] = {}
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
     classes: ClassVar[tuple[str, ...]] = ()
+    native_tile_size: ClassVar[int | None] = None
+    """Side of the dataset's tiles as shipped, pixels, when it is fixed (DFC2023: 512); a run
+    that resized them to ``image_size`` ran its model at ``image_size / native_tile_size``
+    model pixels per data pixel, which ``fusion predict-scene`` reuses."""
 
     def __init__(
         self,

@@ -84,6 +84,7 @@ class DFC2023(MultimodalDataset):
         CocoError: if the annotation file is empty or malformed.
     """
 
+    native_tile_size: ClassVar[int | None] = 512
     all_modalities: ClassVar[dict[str, Modality]] = {
         "rgb": Modality(3, "red, green, blue, 0..255", rgb=(0, 1, 2)),
         "sar": Modality(1, "SAR amplitude as 10*log10, clipped to [-25, 0] dB"),

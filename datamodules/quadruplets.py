@@ -69,6 +69,7 @@ class Quadruplets(MultimodalDataset):
             split has no tiles.
     """
 
+    native_tile_size: ClassVar[int | None] = 256
     all_modalities: ClassVar[dict[str, Modality]] = {
         "s1": Modality(2, "Sentinel-1 VV, VH backscatter, dB", rgb=(0, 1, 0)),
         "s2": Modality(4, "Sentinel-2 B2, B3, B4, B8 reflectance x 10000", rgb=(2, 1, 0), nodata=0),

@@ -187,7 +187,8 @@ def load_scene_model(
         config: the run's config (default: ``config.yaml`` two folders up from the
             checkpoint, where ``fusion fit`` writes it, if it exists).
         scale: model pixels per reference pixel (default: the run's ``image_size /
-            tile_size`` when its DataModule has a ``tile_size``, else 1).
+            tile_size`` when its DataModule has a ``tile_size``, else ``image_size`` over the
+            dataset's ``native_tile_size``, e.g. 256 / 512 for DFC2023; else 1).
         tile: tile side in model pixels (default: the model's ``img_size``); a multiple of
             the patch size.
         device: ``"cpu"``, ``"cuda"``, ... or ``"auto"`` (CUDA when available).
@@ -213,8 +214,9 @@ def load_scene_model(
         )
     if scale is None:
         scale = 1.0
-        if settings.get("image_size") and settings.get("tile_size"):
-            scale = settings["image_size"] / settings["tile_size"]
+        native = settings.get("tile_size") or datamodule.dataset_class.native_tile_size
+        if settings.get("image_size") and native:
+            scale = settings["image_size"] / native
         elif settings.get("image_size"):
             log.warning(
                 "The run resized its tiles to image_size %s from a size the config does not "

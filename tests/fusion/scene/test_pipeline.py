@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+import yaml
 from rasterio.windows import Window
 
 from datamodules.datamodule import collate_samples
@@ -11,8 +12,10 @@ from datamodules.sen1floods11 import Sen1Floods11Chip
 from fusion.heads.inference import semantic_scores
 from fusion.scene import load_scene_model, predict_scene
 from fusion.scene.sources import ModalityRaster, reference_grid
+from fusion.tasks import SegmentationTask
 from tests.data.geotiff import write_tif
 from tests.fusion.scene.scenes import save_checkpoint, tiny_task, write_run_config
+from tests.tiny_models import TINY_BACKBONE, TINY_HEAD
 
 CHIP = dict(crs="EPSG:4326", origin=(-3.0, 40.0), pixel=1e-4)
 
@@ -98,3 +101,17 @@ def test_refuses_checkpoints_it_cannot_use(tmp_path: Path) -> None:
         load_scene_model(other)
     with pytest.raises(ValueError, match="not a multiple of the patch size"):
         load_scene_model(save_checkpoint(tiny_task(), tmp_path / "b/x.ckpt"), tile=30)
+
+
+def test_a_dfc2023_run_predicts_at_its_training_scale(tmp_path: Path) -> None:
+    task = SegmentationTask(
+        {"rgb": 3, "sar": 1, "dsm": 1}, num_classes=2, **TINY_BACKBONE, **TINY_HEAD
+    )
+    checkpoint = save_checkpoint(task, tmp_path / "run/checkpoints/last.ckpt", None)
+    config = {
+        "data": {"class_path": "datamodules.DFC2023DataModule", "init_args": {"image_size": 256}}
+    }
+    (tmp_path / "run/config.yaml").write_text(yaml.safe_dump(config))
+    model = load_scene_model(checkpoint)
+    assert model.scale == 0.5  # 512 px tiles resized to 256 in training, not 1
+    assert load_scene_model(checkpoint, scale=1.0).scale == 1.0
