@@ -19,7 +19,9 @@ Memory holds a batch of tiles and a few GDAL blocks, whatever the scene size.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -119,9 +121,10 @@ def predict_scene(
     paths.classes.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=paths.classes.parent, prefix=".scene-") as name:
         folder = Path(name)
+        final, paths = paths, staged_paths(paths, folder / "outputs")
         accumulator = SceneAccumulator(folder / "sums.tif", grid, len(model.class_names))
         bar = tqdm(
-            windows, desc=f"predicting {paths.classes.name}", unit="tile", disable=not progress
+            windows, desc=f"predicting {final.classes.name}", unit="tile", disable=not progress
         )
         predict_tiles(model, sources, bar, accumulator, batch_size, result)
         for source in sources.values():
@@ -144,11 +147,36 @@ def predict_scene(
                 paths.quicklook,
                 model.class_names,
                 model.modality_names,
-                f"{paths.classes.name}: {' + '.join(rasters)} ({result.predicted} tiles)",
+                f"{final.classes.name}: {' + '.join(rasters)} ({result.predicted} tiles)",
                 quicklook_side,
             )
+        move_into_place(paths, final)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def staged_paths(paths: OutputPaths, folder: Path) -> OutputPaths:
+    """Where the outputs are written first: ``folder``, beside the final ones (one file system)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = {
+        field.name: None
+        if getattr(paths, field.name) is None
+        else folder / getattr(paths, field.name).name
+        for field in dataclasses.fields(paths)
+    }
+    return OutputPaths(**staged)
+
+
+def move_into_place(staged: OutputPaths, final: OutputPaths) -> None:
+    """Move every finished output onto its final path (``os.replace``, atomic per file).
+
+    Called only when every output is complete, so a run that fails leaves the previous outputs
+    as they were (and no partial set behind).
+    """
+    for output in dataclasses.fields(final):
+        source, target = getattr(staged, output.name), getattr(final, output.name)
+        if source is not None and target is not None:
+            os.replace(source, target)
 
 
 def check_request(

@@ -119,3 +119,30 @@ def test_a_png_class_map_is_refused_before_its_quicklook_overwrites_it(
     with pytest.raises(ValueError, match=r"map.png: the class map is a GeoTIFF"):
         run(files, tmp_path / "map.png", "--s1", str(files["s1"]), "--quiet")
     assert not (tmp_path / "map.png").exists()
+
+
+def test_a_failing_run_leaves_the_previous_outputs_as_they_were(
+    files: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fusion.scene.predict as predict_module
+
+    out = tmp_path / "maps/scene.tif"
+    run(files, out, "--s1", str(files["s1"]), "--modality-map", "--quiet")
+    before = {path.name: path.read_bytes() for path in out.parent.iterdir()}
+    assert set(before) == {"scene.tif", "scene_modalities.tif", "scene.png"}
+
+    def broken_quicklook(*args, **kwargs) -> None:
+        raise RuntimeError("disk full while drawing the quick-look")
+
+    monkeypatch.setattr(predict_module, "write_quicklook", broken_quicklook)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run(files, out, "--s2", str(files["s2"]), "--modality-map", "--quiet", "--overwrite")
+    after = {path.name: path.read_bytes() for path in out.parent.iterdir()}
+    assert after == before  # nothing replaced, nothing half-written, no temporary left
+    fresh = tmp_path / "other/scene.tif"
+    with pytest.raises(RuntimeError, match="disk full"):
+        run(files, fresh, "--s1", str(files["s1"]), "--quiet")
+    assert list(fresh.parent.iterdir()) == []  # a rerun is not stopped by a partial set
+    monkeypatch.undo()
+    run(files, fresh, "--s1", str(files["s1"]), "--quiet")
+    assert fresh.is_file()
