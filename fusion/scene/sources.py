@@ -280,7 +280,9 @@ def tile_windows(reference: ModalityRaster, tile: int, stride: int) -> TileGrid:
     The sampler lays its grid from the scene's lower-left corner; a last row or column that
     would hang over the scene's upper or right edge is shifted back inside it. A scene smaller
     than a tile in one direction gets one tile that way, hanging over the edge (those pixels
-    are no data); the sampler skips such scenes, so its rule is applied by hand then.
+    are no data); the sampler skips such scenes, so its rule is applied by hand then, and also
+    wherever the sampler's tiles leave part of the scene uncovered (it compares float extents:
+    a scene exactly one tile across can get no tile at all).
 
     Args:
         reference: the reference modality's dataset.
@@ -291,6 +293,11 @@ def tile_windows(reference: ModalityRaster, tile: int, stride: int) -> TileGrid:
         The tile grid.
     """
     grid = reference.grid
+    count = max(math.ceil((grid.height - tile) / stride), 0) + 1
+    rule_rows = {grid.height - tile - i * stride for i in range(count)}
+    count = max(math.ceil((grid.width - tile) / stride), 0) + 1
+    rule_cols = {j * stride for j in range(count)}
+    rows, cols = rule_rows, rule_cols
     if grid.width >= tile and grid.height >= tile:
         sampler = GridGeoSampler(
             reference, size=tile, stride=stride, roi=shapely.box(*grid_bounds(grid))
@@ -300,15 +307,22 @@ def tile_windows(reference: ModalityRaster, tile: int, stride: int) -> TileGrid:
             window = query_window(query, grid)
             rows.add(int(window.row_off))
             cols.add(int(window.col_off))
-    else:
-        count = max(math.ceil((grid.height - tile) / stride), 0) + 1
-        rows = {grid.height - tile - i * stride for i in range(count)}
-        count = max(math.ceil((grid.width - tile) / stride), 0) + 1
-        cols = {j * stride for j in range(count)}
 
     def inside(offsets: set[int], length: int) -> tuple[int, ...]:
         if length < tile:
             return tuple(sorted(offsets))
         return tuple(sorted({min(max(offset, 0), length - tile) for offset in offsets}))
 
-    return TileGrid(inside(rows, grid.height), inside(cols, grid.width), tile)
+    def covering(offsets: set[int], rule: set[int], length: int) -> tuple[int, ...]:
+        # The sampler's offsets, or the rule's where they leave part of the scene uncovered
+        # (torchgeo 0.8's sampler compares float extents and can skip a scene exactly one tile
+        # across: no tile at all, and an all no-data map).
+        placed = inside(offsets, length)
+        covered = np.zeros(max(length, 1), dtype=bool)
+        for offset in placed:
+            covered[max(offset, 0) : offset + tile] = True
+        return placed if placed and covered[:length].all() else inside(rule, length)
+
+    return TileGrid(
+        covering(rows, rule_rows, grid.height), covering(cols, rule_cols, grid.width), tile
+    )

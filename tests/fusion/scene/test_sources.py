@@ -119,3 +119,20 @@ def test_tiles_cover_the_scene(tmp_path: Path, width: int, height: int) -> None:
             assert ((np.diff(offsets) > 0) & (np.diff(offsets) <= 16)).all()
     if (width, height) == (160, 96):
         assert tiles.rows == (0, 16, 32, 48, 64) and len(tiles.cols) == 9
+
+
+@pytest.mark.parametrize(
+    ("crs", "origin", "pixel"),
+    [("EPSG:4326", (-3.0, 40.0), 8.98e-5), (UTM, (500000.1, 5000000.3), 0.3), (UTM, ORIGIN, PIXEL)],
+)
+@pytest.mark.parametrize("side", [32, 33, 47, 64])
+def test_a_scene_from_one_tile_up_always_gets_its_tiles(
+    tmp_path: Path, crs: str, origin: tuple[float, float], pixel: float, side: int
+) -> None:
+    data = np.zeros((2, side, side), dtype=np.float32)
+    path = write(tmp_path / "s1.tif", data, crs, from_origin(*origin, pixel, pixel), nodata=None)
+    tiles = tile_windows(ModalityRaster("s1", path, S1, reference_grid(path)), 32, 16)
+    covered = np.zeros((side, side), dtype=bool)
+    for window in tiles:
+        covered[window.row_off : window.row_off + 32, window.col_off : window.col_off + 32] = True
+    assert covered.all(), (crs, pixel, side, tiles.rows, tiles.cols)
