@@ -12,12 +12,18 @@ benchmarks then use.
 from __future__ import annotations
 
 import platform
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
 
-from fusion.hardware import PrecisionChoice, choose_precision, detect_hardware, matmul_gflops
+from fusion.hardware import (
+    PrecisionChoice,
+    autocast_context,
+    choose_precision,
+    detect_hardware,
+    matmul_gflops,
+)
 
 
 def cpu_model() -> str:
@@ -37,9 +43,7 @@ def training_precision() -> PrecisionChoice:
 
 def autocast_for(choice: PrecisionChoice) -> AbstractContextManager:
     """The CPU autocast context of a precision choice (none for float32)."""
-    if choice.precision == "bf16-mixed":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
+    return autocast_context(choice.precision, "cpu")
 
 
 def describe() -> PrecisionChoice:

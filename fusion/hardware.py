@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -179,3 +180,24 @@ def matmul_gflops(dtype: torch.dtype, size: int = 512, seconds: float = 0.5) -> 
         times.append(time.perf_counter() - start)
     times.sort()
     return 2 * size**3 / times[len(times) // 2] / 1e9
+
+
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+"""The autocast dtype of each mixed Lightning precision."""
+
+
+def autocast_context(precision: str, device_type: str = "cpu") -> AbstractContextManager:
+    """The autocast context of a Lightning precision string on a device (none for float32).
+
+    Args:
+        precision: e.g. ``"bf16-mixed"``, ``"16-mixed"``, ``"32-true"``.
+        device_type: ``"cpu"`` or ``"cuda"``.
+
+    Raises:
+        ValueError: for a precision other than those three (and ``"32"``).
+    """
+    if precision in ("32-true", "32"):
+        return nullcontext()
+    if precision not in AUTOCAST_DTYPES:
+        raise ValueError(f"precision must be 32-true, bf16-mixed or 16-mixed, got {precision!r}")
+    return torch.autocast(device_type, dtype=AUTOCAST_DTYPES[precision])

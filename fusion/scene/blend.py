@@ -132,5 +132,11 @@ class SceneAccumulator:
                 yield window, probabilities, sums[self.channels + 1].astype(np.int64)
 
     def close(self) -> None:
-        """Close the temporary file."""
+        """Close the temporary file (again: nothing)."""
         self.dataset.close()
+
+    def __enter__(self) -> SceneAccumulator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,10 +1,12 @@
-"""``fusion predict-scene``: a segmentation checkpoint and one raster per modality in, maps out.
+"""``fusion predict-scene``: a segmentation model and rasters per modality in, maps out.
 
     fusion predict-scene --ckpt_path runs/.../checkpoints/last.ckpt \
-        --s1 scene_s1.tif --s2 scene_s2.tif --out maps/scene.tif \
-        [--reference s2] [--probabilities [float32|uint8]] [--modality_map] [--overwrite]
+        --s1 scene_s1.tif --s2 tile_a.tif tile_b.tif --out maps/scene.tif \
+        [--reference s2] [--probabilities [float32|uint8]] [--modality_map] [--overwrite] \
+        [--bounds LEFT BOTTOM RIGHT TOP] [--resolution R] [--polygons gpkg|fgb|geojson]
 
-Give one ``--<modality> PATH`` per available modality, named as in the checkpoint; any
+Give ``--<modality> PATH [PATH ...]`` per available modality, named as in the checkpoint
+(several files are mosaicked; GDAL paths such as ``/vsicurl/https://...`` work); any
 non-empty subset works, in any CRS and resolution. The maps lie on the grid of the first given
 modality (``--reference`` to choose another). See `fusion.scene.predict` for the steps and
 `fusion.scene.outputs` for the files written.
@@ -61,8 +63,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overlap", type=float, default=0.5, help="share of a tile shared with the next one"
     )
-    parser.add_argument("--batch_size", "--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--batch_size", "--batch-size", type=int, default=None,
+        help="tiles per forward pass (default: sized to the device)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=None,
+        help="loader processes reading tiles while the model runs (default: from the CPUs)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "32-true", "bf16-mixed", "16-mixed"),
+        help="autocast of the model (default: what training would use on the device)",
+    )
+    parser.add_argument(
+        "--bounds", type=float, nargs=4, default=None,
+        metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
+        help="predict this box only (reference CRS units)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--resolution", type=float, default=None,
+        help="pixel size of the written maps, reference CRS units (model runs at the reference's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--polygons", choices=("gpkg", "fgb", "geojson"), default="gpkg",
+        help="polygon file format of instance models (geojson: WGS84 lon/lat)",
+    )  # fmt: skip
     parser.add_argument(
         "--probabilities",
         nargs="?",
@@ -83,14 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def modality_rasters(rest: list[str], names: tuple[str, ...]) -> dict[str, Path]:
-    """``--<modality> PATH`` pairs in command-line order.
+def modality_rasters(rest: list[str], names: tuple[str, ...]) -> dict[str, list[str]]:
+    """``--<modality> PATH [PATH ...]`` in command-line order; several paths are mosaicked.
+
+    A modality may also be repeated (``--s2 a.tif --s2 b.tif``). Paths are kept as given
+    (strings), so that GDAL paths such as ``/vsicurl/https://...`` reach GDAL unchanged.
 
     Raises:
-        ValueError: for a modality the checkpoint does not know, a repeated one, a missing
-            path or an argument that is not an option.
+        ValueError: for a modality the checkpoint does not know, a missing path or an
+            argument that is not an option.
     """
-    rasters: dict[str, Path] = {}
+    rasters: dict[str, list[str]] = {}
     tokens = list(rest)
     while tokens:
         token = tokens.pop(0)
@@ -101,13 +132,12 @@ def modality_rasters(rest: list[str], names: tuple[str, ...]) -> dict[str, Path]
             raise ValueError(
                 f"modality {name!r} is not one of the checkpoint's modalities ({', '.join(names)})"
             )
-        if not value:
-            if not tokens or tokens[0].startswith("--"):
-                raise ValueError(f"--{name} needs a raster path")
-            value = tokens.pop(0)
-        if name in rasters:
-            raise ValueError(f"--{name} is given twice")
-        rasters[name] = Path(value)
+        values = [value] if value else []
+        while tokens and not tokens[0].startswith("--"):
+            values.append(tokens.pop(0))
+        if not values:
+            raise ValueError(f"--{name} needs a raster path")
+        rasters.setdefault(name, []).extend(values)
     return rasters
 
 
@@ -122,6 +152,7 @@ def main(argv: list[str]) -> SceneResult:
         args.tile_size,
         args.device,
         trust=args.trust_checkpoint,
+        precision=args.precision,
     )
     rasters = modality_rasters(rest, model.modality_names)
     result = predict_scene(
@@ -136,11 +167,17 @@ def main(argv: list[str]) -> SceneResult:
         quicklook=not args.no_quicklook,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        workers=args.workers,
+        bounds=args.bounds,
+        resolution=args.resolution,
+        polygon_format=args.polygons,
     )
     subsets = ", ".join(f"{' + '.join(s)}: {n}" for s, n in sorted(result.subsets.items()))
     print(
         f"{result.predicted} of {result.tiles} tiles predicted in {result.seconds:.1f} s "
-        f"({subsets or 'none'}); data pipeline: {model.source}, scale {model.scale:g}"
+        f"({subsets or 'none'}); data pipeline: {model.source}, scale {model.scale:g}, "
+        f"{model.precision} on {model.device}, batch {result.batch_size}, "
+        f"{result.workers} loader worker(s)"
     )
     print("Wrote " + ", ".join(str(path) for path in result.paths.all()))
     return result

@@ -3,32 +3,42 @@
 From ``--out map.tif``:
 
 - ``map.tif``: the class map, uint8 class ids with a colour table, 255 where no input had data;
+  its metadata names the classes (dataset tag ``CLASS_NAMES``: a JSON list; band tags
+  ``CLASS_<id>``);
 - ``map_probabilities.tif`` (``--probabilities``): one band per class, float32 in [0, 1]
   (NaN: no data) or uint8 percent (255: no data);
 - ``map_modalities.tif`` (``--modality_map``): bit m (the checkpoint's modality order) set
   where modality m held data, 0 where none did (no data);
-- ``map_polygons.geojson`` (instance models): the predicted objects (connected pixels of a
-  class other than background) as polygons in the reference CRS;
+- ``map_polygons.gpkg`` (instance models; ``.fgb`` or ``.geojson`` with ``--polygons``): the
+  predicted objects (4-connected pixels of a class other than background) as polygons, with their
+  ``class_id``, ``class`` name, ``area_m2`` (square metres: geodesic on a geographic grid) and
+  ``score`` (mean probability of the class over the object's pixels, when scores are given).
+  GeoPackage and FlatGeobuf keep the reference CRS; GeoJSON is RFC 7946 (WGS 84 longitude and
+  latitude, no ``crs`` member);
 - ``map.png``: a quick-look of the class map and of the modalities used.
 
 Rasters are written block by block into temporary tiled GeoTIFFs and then copied to COGs
-(GDAL's COG driver: 512-pixel blocks, DEFLATE, overviews), all on the reference grid.
+(GDAL's COG driver: 512-pixel blocks, DEFLATE, BigTIFF where a classic TIFF might overflow,
+overviews by the mode for the class and modality maps and by the mean for probabilities), on
+the reference grid or warped (mode, mean) to a coarser output grid. Polygons come from the
+class map on the reference grid and are streamed too: those finished inside a block are
+written with it, and only those touching a block seam wait to be merged at the end.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import math
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import rasterio
 import rasterio.features
 import rasterio.shutil
-import shapely
-from affine import Affine
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -37,9 +47,8 @@ from rasterio.windows import Window
 
 from datamodules.rasters import RasterGrid
 from fusion.scene.blend import BLOCK
+from fusion.scene.polygons import CLASS_NODATA, POLYGON_FORMATS
 
-CLASS_NODATA = 255
-"""Class-map value where no input had data."""
 PERCENT_NODATA = 255
 """No-data value of uint8 (percent) probabilities."""
 
@@ -62,18 +71,32 @@ class OutputPaths:
         modality_map: bool = False,
         polygons: bool = False,
         quicklook: bool = True,
+        polygon_format: str = "gpkg",
     ) -> OutputPaths:
         """The paths derived from the class map's path ``out``.
 
+        Args:
+            out: the class map, ``.tif`` or ``.tiff``.
+            probabilities: write ``<stem>_probabilities.tif``.
+            modality_map: write ``<stem>_modalities.tif``.
+            polygons: write ``<stem>_polygons.<polygon_format>``.
+            quicklook: write ``<stem>.png``.
+            polygon_format: one of ``POLYGON_FORMATS``: ``gpkg``, ``fgb`` or ``geojson``.
+
         Raises:
             ValueError: if ``out`` is not a GeoTIFF path (``.tif``/``.tiff``): the class map is
-                one, and a ``.png`` would be overwritten by the quick-look of the same name.
+                one, and a ``.png`` would be overwritten by the quick-look of the same name;
+                or if ``polygon_format`` is unknown.
         """
         out = Path(out)
         if out.suffix.lower() not in (".tif", ".tiff"):
             raise ValueError(
                 f"--out {out}: the class map is a GeoTIFF, name it .tif or .tiff (the quick-look "
                 f"is written beside it as {out.with_suffix('.png').name})"
+            )
+        if polygon_format not in POLYGON_FORMATS:
+            raise ValueError(
+                f"polygon format {polygon_format!r} is not one of {', '.join(POLYGON_FORMATS)}"
             )
 
         def sibling(suffix: str) -> Path:
@@ -83,7 +106,7 @@ class OutputPaths:
             out,
             sibling("_probabilities.tif") if probabilities else None,
             sibling("_modalities.tif") if modality_map else None,
-            sibling("_polygons.geojson") if polygons else None,
+            sibling(f"_polygons.{polygon_format}") if polygons else None,
             out.with_suffix(".png") if quicklook else None,
         )
 
@@ -108,17 +131,23 @@ def modality_colours(count: int) -> list[tuple[int, int, int]]:
     ]
 
 
-LEGEND = dict(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncols=3, fontsize=8, frameon=False)
-"""Legends below the maps."""
-
-
 def combination_name(bits: int, names: Sequence[str]) -> str:
     """``"s1 + s2"`` for the bits of s1 and s2."""
     return " + ".join(name for m, name in enumerate(names) if bits >> m & 1)
 
 
+def class_map_tags(class_names: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The class map's metadata naming its classes: dataset tags and band 1 tags."""
+    dataset = {"CLASS_NAMES": json.dumps(list(class_names))}
+    band = {f"CLASS_{k}": name for k, name in enumerate(class_names)}
+    return dataset, band
+
+
 class SceneWriter:
     """Temporary tiled GeoTIFFs of the outputs, filled block by block, then copied to COGs.
+
+    A context manager: leaving it, even by an exception, closes every file. ``finish`` closes
+    them and writes the COGs.
 
     Args:
         folder: where the temporary files go (e.g. a temporary folder beside the output).
@@ -127,6 +156,16 @@ class SceneWriter:
         class_names: the names of the C classes.
         modality_names: the checkpoint's modalities (bits of the modality map).
         percent: write probabilities as uint8 percent rather than float32.
+        scores: also write ``temporary["scores"]``, float32, the probability of the predicted
+            class (NaN: no data), for the polygons' scores; it is not copied to a COG.
+        output_grid: the grid of the COGs if other than ``grid`` (e.g. coarser pixels over
+            the same area): they are warped to it, class and modality maps by the mode,
+            probabilities by the mean. The temporary files stay on ``grid``.
+
+    Attributes:
+        temporary: the temporary GeoTIFFs by output (``classes``, ``modalities``, and
+            ``probabilities``, ``scores`` when written).
+        files: their open rasterio datasets.
     """
 
     def __init__(
@@ -137,61 +176,77 @@ class SceneWriter:
         class_names: Sequence[str],
         modality_names: Sequence[str],
         percent: bool = False,
+        scores: bool = False,
+        output_grid: RasterGrid | None = None,
     ) -> None:
         if len(class_names) >= CLASS_NODATA:
             raise ValueError(f"at most {CLASS_NODATA - 1} classes fit a uint8 map")
         self.grid = grid
+        self.output_grid = None if output_grid == grid else output_grid
         self.paths = paths
         self.class_names = tuple(class_names)
         self.modality_names = tuple(modality_names)
         self.percent = percent
-        profile = {
-            "driver": "GTiff",
-            "width": grid.width,
-            "height": grid.height,
-            "crs": grid.crs,
-            "transform": grid.transform,
-            "tiled": True,
-            "blockxsize": BLOCK,
-            "blockysize": BLOCK,
-        }
-        self.temporary = {
-            "classes": folder / "classes.tif",
-            "modalities": folder / "modalities.tif",
-        }
-        self.files = {
-            "classes": rasterio.open(
-                self.temporary["classes"],
-                "w",
-                **profile,
-                count=1,
-                dtype="uint8",
-                nodata=CLASS_NODATA,
-            ),
-            "modalities": rasterio.open(
-                self.temporary["modalities"],
-                "w",
-                **profile,
-                count=1,
-                dtype="uint8" if len(modality_names) <= 8 else "uint16",
-                nodata=0,
+        layouts = {
+            "classes": dict(count=1, dtype="uint8", nodata=CLASS_NODATA),
+            "modalities": dict(
+                count=1, dtype="uint8" if len(modality_names) <= 8 else "uint16", nodata=0
             ),
         }
-        self.files["classes"].write_colormap(
-            1, {k: (*rgb, 255) for k, rgb in enumerate(class_colours(len(class_names)))}
-        )
         if paths.probabilities is not None:
-            self.temporary["probabilities"] = folder / "probabilities.tif"
-            self.files["probabilities"] = rasterio.open(
-                self.temporary["probabilities"],
-                "w",
-                **profile,
+            layouts["probabilities"] = dict(
                 count=len(class_names),
                 dtype="uint8" if percent else "float32",
                 nodata=PERCENT_NODATA if percent else np.nan,
             )
+        if scores:
+            layouts["scores"] = dict(count=1, dtype="float32", nodata=np.nan)
+        self.temporary = {key: folder / f"{key}.tif" for key in layouts}
+        self.files: dict[str, rasterio.io.DatasetWriter] = {}
+        with ExitStack() as opened:  # a failure here closes what was opened
+            for key, layout in layouts.items():
+                self.files[key] = opened.enter_context(
+                    rasterio.open(
+                        self.temporary[key],
+                        "w",
+                        driver="GTiff",
+                        width=grid.width,
+                        height=grid.height,
+                        crs=grid.crs,
+                        transform=grid.transform,
+                        tiled=True,
+                        blockxsize=BLOCK,
+                        blockysize=BLOCK,
+                        **layout,
+                    )
+                )
+            self._describe()
+            self._open = opened.pop_all()
+
+    def _describe(self) -> None:
+        """Colours and names of the classes, names of the probability bands."""
+        classes = self.files["classes"]
+        classes.write_colormap(
+            1, {k: (*rgb, 255) for k, rgb in enumerate(class_colours(len(self.class_names)))}
+        )
+        classes.set_band_description(1, "class")
+        dataset_tags, band_tags = class_map_tags(self.class_names)
+        classes.update_tags(**dataset_tags)
+        classes.update_tags(1, **band_tags)
+        if "probabilities" in self.files:
             for band, name in enumerate(self.class_names, start=1):
                 self.files["probabilities"].set_band_description(band, name)
+
+    def __enter__(self) -> SceneWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def write(self, window: Window, probabilities: np.ndarray, bits: np.ndarray) -> None:
         """Write one block.
@@ -216,23 +271,57 @@ class SceneWriter:
                 values = probabilities.astype(np.float32)
                 values[:, nodata] = np.nan
             self.files["probabilities"].write(values, window=window)
+        if "scores" in self.files:
+            best = np.nan_to_num(probabilities).max(axis=0).astype(np.float32)  # [h, w]
+            best[nodata] = np.nan
+            self.files["scores"].write(best[None], window=window)
+
+    def close(self) -> None:
+        """Close every temporary file (all of them, even if one fails; again: nothing)."""
+        self._open.close()
 
     def finish(self) -> None:
-        """Close the temporary files and copy the requested ones to COGs."""
-        for file in self.files.values():
-            file.close()
+        """Close the temporary files and copy the requested ones to COGs (on ``output_grid``)."""
+        self.close()
         targets = {
-            "classes": (self.paths.classes, "NEAREST"),
-            "modalities": (self.paths.modalities, "NEAREST"),
+            "classes": (self.paths.classes, "MODE"),
+            "modalities": (self.paths.modalities, "MODE"),
             "probabilities": (self.paths.probabilities, "AVERAGE"),
         }
         for key, (target, resampling) in targets.items():
             if target is not None:
-                write_cog(self.temporary[key], target, resampling)
+                write_cog(self.temporary[key], target, resampling, self.output_grid)
 
 
-def write_cog(source: Path, target: Path, resampling: str) -> None:
-    """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF (DEFLATE, 512 blocks, overviews)."""
+def write_cog(source: Path, target: Path, resampling: str, grid: RasterGrid | None = None) -> None:
+    """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF (DEFLATE, 512 blocks, overviews).
+
+    Args:
+        source: the GeoTIFF.
+        target: the COG to write.
+        resampling: GDAL's resampling of the overviews and of the warp to ``grid`` (``MODE``
+            for categories, ``AVERAGE``).
+        grid: the COG's grid, north-up with square pixels, if other than the source's: the
+            COG driver warps the source to it as it copies (keeping its metadata).
+
+    Raises:
+        ValueError: if ``grid`` has no CRS or is not north-up with square pixels.
+    """
+    warp = {}
+    if grid is not None:
+        t = grid.transform
+        if grid.crs is None or t.b or t.d or t.a != -t.e:
+            raise ValueError(
+                f"a COG grid has a CRS and is north-up with square pixels, got {grid.crs} "
+                f"{tuple(t)[:6]}"
+            )
+        extent = (t.c, t.f + grid.height * t.e, t.c + grid.width * t.a, t.f)
+        warp = dict(
+            target_srs=grid.crs.to_wkt(),
+            res=repr(float(t.a)),
+            extent=",".join(repr(float(value)) for value in extent),
+            warp_resampling=resampling,
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     rasterio.shutil.copy(
         source,
@@ -240,84 +329,79 @@ def write_cog(source: Path, target: Path, resampling: str) -> None:
         driver="COG",
         compress="DEFLATE",
         blocksize=512,
+        bigtiff="IF_SAFER",
         overview_resampling=resampling,
+        **warp,
     )
 
 
-def write_polygons(
-    classes: Path,
-    target: Path,
-    grid: RasterGrid,
-    class_names: Sequence[str],
-    block: int = BLOCK,
-) -> int:
-    """The objects of a class map (connected pixels of a class other than 0) as GeoJSON.
+LEGEND_COLUMNS = 3
+"""Entries side by side in a quick-look legend."""
+LEGEND = dict(
+    loc="upper center", bbox_to_anchor=(0.5, -0.01), ncols=LEGEND_COLUMNS, fontsize=8, frameon=False
+)
+"""Legends below the maps."""
+LEGEND_ROW = 0.19
+"""Height of a legend row at ``fontsize=8``, inches."""
+QUICKLOOK_WIDTH = 10.0
+"""Width of the quick-look, inches; its height follows the maps' shape and the legends."""
 
-    The map is polygonized block by block (4-connected pixels); polygons that touch a block
-    seam are merged with their neighbours across it, so no object is cut. Coordinates are in
-    the reference CRS, and the collection names it (the ``crs`` member of GeoJSON 2008).
+
+def quicklook_figure(
+    class_map: np.ndarray,
+    bits: np.ndarray,
+    class_names: Sequence[str],
+    modality_names: Sequence[str],
+    title: str,
+) -> Figure:
+    """The class map and, beside it, the modalities used at each pixel, with their legends.
+
+    The figure is as tall as the maps (at most 6 inches) and the longer legend need, so any
+    number of classes (or modality combinations) fits below the maps without shrinking them.
+    The "compressed" layout places the maps, which keep their aspect, and makes room for the
+    legends (the "constrained" one misjudges legends below axes of a fixed aspect).
 
     Args:
-        classes: the class map (on ``grid``).
-        target: the GeoJSON file to write.
-        grid: the reference grid.
+        class_map: ``uint8 [h, w]`` class ids (``CLASS_NODATA``: no data).
+        bits: ``int [h, w]`` modality bit-map (0: no data).
         class_names: names of the class ids.
-        block: side of the polygonized blocks, pixels.
-
-    Returns:
-        The number of polygons written.
+        modality_names: the modalities, in the order of the bits.
+        title: the figure's title.
     """
-    done: list[tuple[int, shapely.Geometry]] = []
-    at_seams: dict[int, list[shapely.Geometry]] = defaultdict(list)
-    with rasterio.open(classes) as src:
-        for row in range(0, grid.height, block):
-            for col in range(0, grid.width, block):
-                window = Window(
-                    col, row, min(block, grid.width - col), min(block, grid.height - row)
-                )
-                values = src.read(1, window=window)
-                objects = (values != 0) & (values != CLASS_NODATA)
-                seams = (col, row, col + window.width, row + window.height)
-                inner = (col > 0, row > 0, seams[2] < grid.width, seams[3] < grid.height)
-                for geometry, value in rasterio.features.shapes(
-                    values, mask=objects, transform=Affine.translation(col, row)
-                ):
-                    shape = shapely.geometry.shape(geometry)
-                    bounds = shape.bounds
-                    touches = any(seam and bounds[k] == seams[k] for k, seam in enumerate(inner))
-                    if touches:
-                        at_seams[int(value)].append(shape)
-                    else:
-                        done.append((int(value), shape))
-    for value, shapes in at_seams.items():
-        merged = shapely.unary_union(shapes)
-        done += [(value, part) for part in shapely.get_parts(merged)]
-    t = grid.transform
-    matrix = [t.a, t.b, t.d, t.e, t.c, t.f]
-    features = []
-    for value, shape in done:
-        geometry = shapely.affinity.affine_transform(shape, matrix)
-        features.append(
-            {
-                "type": "Feature",
-                "properties": {
-                    "class_id": value,
-                    "class": class_names[value] if value < len(class_names) else str(value),
-                    "area": geometry.area,
-                },
-                "geometry": shapely.geometry.mapping(geometry),
-            }
+    colours = np.array([*class_colours(len(class_names))] + [(255, 255, 255)] * 256, np.uint8)
+    class_rgb = colours[np.where(class_map == CLASS_NODATA, len(class_names), class_map)]
+    combos = 1 << len(modality_names)
+    bit_rgb = np.array(modality_colours(combos), np.uint8)[bits]
+    no_data = Patch(facecolor="white", edgecolor="black", label="no data")
+    class_entries = [
+        Patch(color=np.array(rgb) / 255, label=name)
+        for name, rgb in zip(class_names, class_colours(len(class_names)), strict=True)
+    ] + [no_data]
+    used = sorted(int(b) for b in np.unique(bits) if b)
+    modality_entries = [
+        Patch(
+            color=np.array(modality_colours(combos)[b]) / 255,
+            label=combination_name(b, modality_names),
         )
-    epsg = grid.crs.to_epsg()
-    name = f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else grid.crs.to_wkt()
-    collection = {
-        "type": "FeatureCollection",
-        "crs": {"type": "name", "properties": {"name": name}},
-        "features": features,
-    }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(collection))
-    return len(features)
+        for b in used
+    ] + [no_data]
+    rows = math.ceil(max(len(class_entries), len(modality_entries)) / LEGEND_COLUMNS)
+    map_width = QUICKLOOK_WIDTH / 2 - 0.4  # inches, within the margins
+    map_height = min(map_width * class_map.shape[0] / class_map.shape[1], 6.0)
+    height = 0.8 + map_height + 0.2 + rows * LEGEND_ROW  # titles, maps, gap, legends
+    figure = Figure(figsize=(QUICKLOOK_WIDTH, height), layout="compressed")
+    left, right = figure.subplots(1, 2)
+    for axis, rgb, name, entries in (
+        (left, class_rgb, "predicted classes", class_entries),
+        (right, bit_rgb, "modalities used", modality_entries),
+    ):
+        axis.imshow(rgb, interpolation="nearest")
+        axis.set_title(name)
+        axis.legend(handles=entries, **LEGEND)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(title, fontsize=10)
+    return figure
 
 
 def write_quicklook(
@@ -329,7 +413,7 @@ def write_quicklook(
     title: str,
     max_side: int = 1024,
 ) -> None:
-    """A PNG of the class map and, beside it, of the modalities used at each pixel.
+    """A PNG of the class map and, beside it, of the modalities used (`quicklook_figure`).
 
     Both are read decimated (nearest neighbour) to at most ``max_side`` pixels a side.
     """
@@ -339,39 +423,6 @@ def write_quicklook(
         class_map = src.read(1, out_shape=shape, resampling=Resampling.nearest)
     with rasterio.open(modalities) as src:
         bits = src.read(1, out_shape=shape, resampling=Resampling.nearest).astype(np.int64)
-    colours = np.array([*class_colours(len(class_names))] + [(255, 255, 255)] * 256, np.uint8)
-    class_rgb = colours[np.where(class_map == CLASS_NODATA, len(class_names), class_map)]
-    combos = 1 << len(modality_names)
-    bit_rgb = np.array(modality_colours(combos), np.uint8)[bits]
-    figure = Figure(figsize=(10, 5.4), layout="constrained")
-    left, right = figure.subplots(1, 2)
-    left.imshow(class_rgb, interpolation="nearest")
-    left.set_title("predicted classes")
-    left.legend(
-        handles=[
-            Patch(color=np.array(rgb) / 255, label=name)
-            for name, rgb in zip(class_names, class_colours(len(class_names)), strict=True)
-        ]
-        + [Patch(facecolor="white", edgecolor="black", label="no data")],
-        **LEGEND,
-    )
-    right.imshow(bit_rgb, interpolation="nearest")
-    right.set_title("modalities used")
-    used = sorted(int(b) for b in np.unique(bits) if b)
-    right.legend(
-        handles=[
-            Patch(
-                color=np.array(modality_colours(combos)[b]) / 255,
-                label=combination_name(b, modality_names),
-            )
-            for b in used
-        ]
-        + [Patch(facecolor="white", edgecolor="black", label="no data")],
-        **LEGEND,
-    )
-    for axis in (left, right):
-        axis.set_xticks([])
-        axis.set_yticks([])
-    figure.suptitle(title, fontsize=10)
+    figure = quicklook_figure(class_map, bits, class_names, modality_names, title)
     target.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(target, dpi=100)

@@ -35,6 +35,7 @@ import datamodules
 from datamodules.datamodule import MultimodalDataModule, collate_samples
 from datamodules.dataset import Modality, MultimodalDataset, Target
 from datamodules.rasters import Raster
+from fusion.hardware import autocast_context, choose_precision
 from fusion.heads.inference import semantic_scores
 from fusion.modality import parse_modalities
 from fusion.model_file import load_checkpoint
@@ -43,8 +44,54 @@ from fusion.tasks.segmentation import describe_modalities
 
 log = logging.getLogger(__name__)
 
+CPU_BATCH = 8
+"""Tiles per forward pass on a CPU."""
+MAX_BATCH = 256
+"""Most tiles per forward pass on a GPU."""
+
 TileRasters = Mapping[str, tuple[np.ndarray, np.ndarray]]
 """Modality name -> ``(data float32 [C, h, w] in the file's units, valid bool [h, w])``."""
+
+
+@dataclass
+class TilePipeline:
+    """The training dataset's steps from tile rasters to a sample (no model: workers hold it).
+
+    Attributes:
+        dataset: the training dataset class, set up by the base class alone.
+        modality_names: the model's modalities, in its order.
+    """
+
+    dataset: MultimodalDataset
+    modality_names: tuple[str, ...]
+
+    def sample(self, rasters: TileRasters, index: int = 0) -> dict[str, Any] | None:
+        """One tile as a training sample (the sample contract of `datamodules.dataset`).
+
+        A modality without any valid pixel in the tile is absent; no-data pixels of the
+        others are filled and marked invalid, as in training.
+
+        Args:
+            rasters: the tile's modalities read on the reference grid (left out: absent).
+            index: tile number, used as its name.
+
+        Returns:
+            The sample at the model's tile size, or None when no modality holds data.
+        """
+        shown = [name for name in self.modality_names if name in rasters and rasters[name][1].any()]
+        if not shown:
+            return None
+        height, width = rasters[shown[0]][1].shape
+        target = Target(np.zeros((height, width), dtype=np.uint8))
+        arrays = {}
+        for name in shown:
+            data, valid = rasters[name]
+            raster = Raster(
+                self.dataset._preprocess(name, data), None if valid.all() else ~valid, None
+            )
+            arrays[name] = self.dataset._fill_nodata(name, raster, target)
+        arrays, target = self.dataset._resize(arrays, target)
+        return self.dataset._to_sample(index, arrays, target)
 
 
 @dataclass
@@ -60,6 +107,8 @@ class SceneModel:
         class_names: names of the output classes (``background`` first for instance models).
         device: where the model runs.
         source: where the data pipeline was found, for the log.
+        precision: Lightning precision string the forward pass runs in (``"bf16-mixed"``,
+            ``"16-mixed"`` or ``"32-true"``: the one training would use on the device).
     """
 
     task: SegmentationTask
@@ -69,6 +118,7 @@ class SceneModel:
     class_names: tuple[str, ...]
     device: torch.device
     source: str
+    precision: str = "32-true"
 
     @property
     def modality_names(self) -> tuple[str, ...]:
@@ -90,42 +140,57 @@ class SceneModel:
         """Tile side in reference pixels."""
         return round(self.tile / self.scale)
 
+    @property
+    def pipeline(self) -> TilePipeline:
+        """The per-tile steps without the model (for loader workers)."""
+        return TilePipeline(self.dataset, self.modality_names)
+
     def sample(self, rasters: TileRasters, index: int = 0) -> dict[str, Any] | None:
-        """One tile as a training sample (the sample contract of `datamodules.dataset`).
+        """One tile as a training sample: `TilePipeline.sample`."""
+        return self.pipeline.sample(rasters, index)
 
-        A modality without any valid pixel in the tile is absent; no-data pixels of the
-        others are filled and marked invalid, as in training.
+    def default_batch_size(self) -> int:
+        """Tiles per forward pass sized to the device.
 
-        Args:
-            rasters: the tile's modalities read on the reference grid (left out: absent).
-            index: tile number, used as its name.
-
-        Returns:
-            The sample at ``tile x tile`` model pixels, or None when no modality holds data.
+        CPU: `CPU_BATCH` (larger batches measured no faster per tile). CUDA: as many tiles as
+        half the free memory holds, from the peak memory of a probe forward pass of two tiles
+        (at most `MAX_BATCH`).
         """
-        shown = [name for name in self.modality_names if name in rasters and rasters[name][1].any()]
-        if not shown:
-            return None
-        height, width = rasters[shown[0]][1].shape
-        target = Target(np.zeros((height, width), dtype=np.uint8))
-        arrays = {}
-        for name in shown:
-            data, valid = rasters[name]
-            raster = Raster(
-                self.dataset._preprocess(name, data), None if valid.all() else ~valid, None
+        if self.device.type != "cuda":
+            return CPU_BATCH
+        probe = 2
+        samples = [self.blank_sample(index) for index in range(probe)]
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        self.predict(samples, self.tile_pixels)
+        per_tile = max((torch.cuda.max_memory_allocated(self.device) - before) / probe, 1)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int(min(max(free * 0.5 // per_tile, 1), MAX_BATCH))
+
+    def blank_sample(self, index: int = 0) -> dict[str, Any]:
+        """A tile where every modality holds data (zeros in the files' units), for probes."""
+        side = self.tile_pixels
+        rasters = {
+            name: (
+                np.zeros((self.modality_info[name].bands, side, side), np.float32),
+                np.ones((side, side), dtype=bool),
             )
-            arrays[name] = self.dataset._fill_nodata(name, raster, target)
-        arrays, target = self.dataset._resize(arrays, target)
-        return self.dataset._to_sample(index, arrays, target)
+            for name in self.modality_names
+        }
+        sample = self.sample(rasters, index)
+        assert sample is not None
+        return sample
 
     @torch.inference_mode()
     def predict(self, samples: Sequence[dict[str, Any]], size: int) -> Tensor:
         """Per-class probabilities of a batch of tiles at ``size x size`` reference pixels.
 
-        Semantic models: Mask2Former's class scores (`fusion.heads.inference.semantic_scores`)
-        normalised to sum to 1. Instance models: per class, the best score of the predicted
-        instances covering the pixel (`SegmentationTask.instance_prediction`), and background
-        ``1 -`` the best of those, normalised the same way.
+        Runs under autocast in ``precision``. Semantic models: Mask2Former's class scores
+        (`fusion.heads.inference.semantic_scores`) normalised to sum to 1. Instance models:
+        per class, the best score of the predicted instances covering the pixel
+        (`SegmentationTask.instance_prediction`), and background ``1 -`` the best of those,
+        normalised the same way.
 
         Returns:
             ``float32 [B, C, size, size]`` on the CPU; C = K (semantic) or K + 1 (instance,
@@ -133,19 +198,20 @@ class SceneModel:
         """
         batch = collate_samples(list(samples))
         batch = {
-            key: value.to(self.device) if isinstance(value, Tensor) else value
+            key: value.to(self.device, non_blocking=True) if isinstance(value, Tensor) else value
             for key, value in batch.items()
         }
-        predictions = self.task.encode_batch(batch, train=False)
-        if self.instance:
-            scores = instance_scores(
-                self.task.instance_prediction(predictions, (size, size)),
-                self.task.hparams.num_classes,
-            )
-        else:
-            scores = semantic_scores(
-                predictions.final_class_logits, predictions.final_mask_logits, (size, size)
-            )
+        with autocast_context(self.precision, self.device.type):
+            predictions = self.task.encode_batch(batch, train=False)
+            if self.instance:
+                scores = instance_scores(
+                    self.task.instance_prediction(predictions, (size, size)),
+                    self.task.hparams.num_classes,
+                )
+            else:
+                scores = semantic_scores(
+                    predictions.final_class_logits, predictions.final_mask_logits, (size, size)
+                )
         scores = scores.float().clamp_min(0)
         return (scores / scores.sum(1, keepdim=True).clamp_min(1e-12)).cpu()
 
@@ -178,6 +244,7 @@ def load_scene_model(
     tile: int | None = None,
     device: str = "auto",
     trust: bool = False,
+    precision: str = "auto",
 ) -> SceneModel:
     """Load a `fusion.tasks.SegmentationTask` checkpoint and its training data pipeline.
 
@@ -193,6 +260,9 @@ def load_scene_model(
             the patch size.
         device: ``"cpu"``, ``"cuda"``, ... or ``"auto"`` (CUDA when available).
         trust: load a checkpoint that needs unpickling (see `fusion.model_file`).
+        precision: ``"auto"`` (what training would use on the device:
+            `fusion.hardware.choose_precision`), ``"32-true"``, ``"bf16-mixed"`` or
+            ``"16-mixed"``.
 
     Raises:
         FileNotFoundError: if the checkpoint or the config does not exist.
@@ -233,8 +303,13 @@ def load_scene_model(
     resolved = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     )
+    if precision == "auto":
+        precision = "32-true"
+        if resolved.type in ("cpu", "cuda"):
+            precision = choose_precision(accelerator=resolved.type).precision
+    autocast_context(precision, resolved.type)  # refuses an unknown precision here
     task.to(resolved).eval()
-    return SceneModel(task, dataset, scale, tile, classes, resolved, source)
+    return SceneModel(task, dataset, scale, tile, classes, resolved, source, precision)
 
 
 def build_task(checkpoint: Mapping[str, Any], path: Path) -> SegmentationTask:

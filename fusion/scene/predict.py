@@ -1,20 +1,26 @@
 """Predict a whole scene from any subset of a model's modalities, tile by tile, as a stream.
 
-1. Each given raster becomes a TorchGeo dataset on the reference grid (`fusion.scene.sources`;
-   the first given modality's grid unless ``reference`` names another).
+1. Each modality's rasters (one or several, mosaicked) become a TorchGeo dataset on the
+   reference grid (`fusion.scene.sources`; the first given modality's grid unless
+   ``reference`` names another, cropped to ``bounds`` when given). Inputs whose values lie far
+   from the training statistics are reported (`fusion.scene.checks`).
 2. TorchGeo's grid sampler lays overlapping tiles over the reference grid; each tile is read
-   from every modality, and a modality without any valid pixel in the tile is absent there, so
+   from every modality (in loader worker processes that prefetch while the model runs,
+   `SceneTiles`), and a modality without any valid pixel in the tile is absent there, so
    each part of the scene uses the modalities that hold data in it. Partly covered tiles keep
    the modality, with its no-data pixels filled and marked invalid: patches without a valid
    pixel are hidden from the backbone, as in training (`fusion.tasks.batches`). A tile where
    no modality holds data is not predicted.
 3. Tiles become training samples through the training dataset's own steps
-   (`fusion.scene.pipeline`), are predicted in batches, and their per-class probabilities are
-   blended into a temporary GeoTIFF with smooth weights (`fusion.scene.blend`).
-4. The blended result is written block by block as COGs on the reference grid, with polygons
-   for instance models and a quick-look (`fusion.scene.outputs`).
+   (`fusion.scene.pipeline`), are predicted in batches under the autocast training would use
+   on the device, and their per-class probabilities are blended into a temporary GeoTIFF
+   with smooth weights (`fusion.scene.blend`).
+4. The blended result is written block by block as COGs on the reference grid (or resampled
+   to ``resolution``), with polygons for instance models and a quick-look
+   (`fusion.scene.outputs`), all in a temporary folder beside ``out`` and moved into place
+   only when every output is complete.
 
-Memory holds a batch of tiles and a few GDAL blocks, whatever the scene size.
+Memory holds a few batches of tiles and a few GDAL blocks, whatever the scene size.
 """
 
 from __future__ import annotations
@@ -24,20 +30,36 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from rasterio.windows import Window
+import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fusion.scene.blend import SceneAccumulator, blend_window
-from fusion.scene.outputs import OutputPaths, SceneWriter, write_polygons, write_quicklook
-from fusion.scene.pipeline import SceneModel
-from fusion.scene.sources import ModalityRaster, reference_grid, tile_windows
+from fusion.scene.checks import value_range_warnings
+from fusion.scene.outputs import OutputPaths, SceneWriter, write_quicklook
+from fusion.scene.pipeline import SceneModel, TilePipeline
+from fusion.scene.polygons import write_polygons
+from fusion.scene.sources import (
+    ModalityRaster,
+    RasterPath,
+    TileGrid,
+    crop_grid,
+    reference_grid,
+    resample_grid,
+    tile_windows,
+)
 
 log = logging.getLogger(__name__)
+
+Rasters = Mapping[str, RasterPath | Sequence[RasterPath]]
+"""Modality name -> its raster, or several (mosaicked)."""
 
 
 @dataclass
@@ -51,6 +73,10 @@ class SceneResult:
         subsets: tiles predicted per modality subset, e.g. ``{("s1", "s2"): 12, ("s1",): 4}``.
         seconds: wall-clock time.
         polygons: polygons written (instance models).
+        warnings: inputs whose values lie far from the training statistics
+            (`fusion.scene.checks`).
+        batch_size: tiles per forward pass used.
+        workers: loader worker processes used.
     """
 
     paths: OutputPaths
@@ -59,33 +85,57 @@ class SceneResult:
     subsets: dict[tuple[str, ...], int] = field(default_factory=dict)
     seconds: float = 0.0
     polygons: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    batch_size: int = 0
+    workers: int = 0
+
+
+def default_workers(device: torch.device) -> int:
+    """Loader worker processes: one beside a CPU model on up to 4 cores, else cores - 1 (<= 8).
+
+    The model's own threads use the cores on a CPU; a GPU needs the CPUs to feed it.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    if cores < 2:
+        return 0
+    if device.type == "cpu" and cores <= 4:
+        return 1
+    return min(cores - 1, 8)
 
 
 def predict_scene(
     model: SceneModel,
-    rasters: Mapping[str, str | Path],
+    rasters: Rasters,
     out: str | Path,
     reference: str | None = None,
     overlap: float = 0.5,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     probabilities: str | None = None,
     modality_map: bool = False,
     quicklook: bool = True,
     overwrite: bool = False,
     progress: bool = True,
     quicklook_side: int = 1024,
+    workers: int | None = None,
+    bounds: Sequence[float] | None = None,
+    resolution: float | None = None,
+    polygon_format: str = "gpkg",
+    check_values: bool = True,
 ) -> SceneResult:
     """Predict the scene covered by ``rasters`` and write the maps.
 
     Args:
         model: the model and its training data pipeline (`fusion.scene.load_scene_model`).
-        rasters: modality name -> raster file, any non-empty subset of the model's
+        rasters: modality name -> raster (local path or GDAL path such as ``/vsicurl/...``),
+            or a list of rasters mosaicked into one; any non-empty subset of the model's
             modalities, in any CRS and resolution.
-        out: the class map to write (a COG); the other outputs go beside it.
-        reference: the modality whose grid the maps are on (default: the first of
-            ``rasters``).
+        out: the class map to write (a COG, ``.tif``); the other outputs go beside it.
+        reference: the modality whose grid the model runs on (default: the first of
+            ``rasters``; its first file when it has several).
         overlap: share of a tile shared with the next one, in [0, 1).
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass (default: sized to the device,
+            `SceneModel.default_batch_size`).
         probabilities: also write per-class probabilities: ``"float32"`` or ``"uint8"``
             (percent); None: no.
         modality_map: also write the per-pixel bit-map of the modalities used.
@@ -93,6 +143,18 @@ def predict_scene(
         overwrite: replace existing outputs.
         progress: show a progress bar.
         quicklook_side: longest side of the quick-look's maps, pixels.
+        workers: loader worker processes reading and warping tiles while the model runs
+            (default: `default_workers`; 0 reads in the main process).
+        bounds: ``(left, bottom, right, top)`` in the reference CRS: predict this area only
+            (or beyond the reference raster where other modalities cover it), on the
+            reference's pixels.
+        resolution: pixel size of the written rasters, reference CRS units (default: the
+            reference's). The model still runs on the reference's pixels (the resolution it
+            was trained at); the outputs are resampled (class and modality maps by mode,
+            probabilities by average).
+        polygon_format: ``"gpkg"``, ``"fgb"`` or ``"geojson"`` (CRS84) for instance models.
+        check_values: warn about inputs far from the training statistics
+            (`fusion.scene.checks`).
 
     Returns:
         What was written and done.
@@ -105,32 +167,62 @@ def predict_scene(
         FileExistsError: if an output exists and ``overwrite`` is False.
     """
     start = time.perf_counter()
+    rasters = {name: as_list(paths) for name, paths in rasters.items()}
     reference = check_request(model, rasters, reference, overlap, probabilities)
     paths = OutputPaths.beside(
-        out, probabilities is not None, modality_map, model.instance, quicklook
+        out, probabilities is not None, modality_map, model.instance, quicklook, polygon_format
     )
     check_outputs(paths, rasters, overwrite)
-    grid = reference_grid(rasters[reference])
-    sources = {
-        name: ModalityRaster(name, path, model.modality_info[name], grid)
-        for name, path in rasters.items()
-    }
-    tile = model.tile_pixels
-    windows = tile_windows(sources[reference], tile, max(1, round(tile * (1 - overlap))))
-    result = SceneResult(paths, tiles=len(windows))
-    paths.classes.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=paths.classes.parent, prefix=".scene-") as name:
-        folder = Path(name)
-        final, paths = paths, staged_paths(paths, folder / "outputs")
-        accumulator = SceneAccumulator(folder / "sums.tif", grid, len(model.class_names))
-        bar = tqdm(
-            windows, desc=f"predicting {final.classes.name}", unit="tile", disable=not progress
+    grid = reference_grid(rasters[reference][0])
+    if bounds is not None:
+        grid = crop_grid(grid, bounds)
+    output_grid = resample_grid(grid, resolution) if resolution is not None else None
+    with ExitStack() as stack:
+        sources = {}
+        for name, files in rasters.items():
+            sources[name] = ModalityRaster(name, files, model.modality_info[name], grid)
+            stack.callback(sources[name].close)
+        tile = model.tile_pixels
+        windows = tile_windows(sources[reference], tile, max(1, round(tile * (1 - overlap))))
+        result = SceneResult(paths, tiles=len(windows))
+        if check_values:
+            result.warnings = value_range_warnings(sources, model.dataset)
+            for warning in result.warnings:
+                log.warning(warning)
+        result.batch_size = batch_size or model.default_batch_size()
+        result.workers = default_workers(model.device) if workers is None else workers
+        paths.classes.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(
+            stack.enter_context(
+                tempfile.TemporaryDirectory(dir=paths.classes.parent, prefix=".scene-")
+            )
         )
-        predict_tiles(model, sources, bar, accumulator, batch_size, result)
+        final, paths = paths, staged_paths(paths, folder / "outputs")
+        accumulator = stack.enter_context(
+            SceneAccumulator(folder / "sums.tif", grid, len(model.class_names))
+        )
+        tiles = scene_tiles(sources, windows, model.pipeline, tile, result.workers)
+        bar = tqdm(
+            tiles,
+            total=len(windows),
+            desc=f"predicting {final.classes.name}",
+            unit="tile",
+            disable=not progress,
+        )
+        predict_tiles(model, bar, accumulator, result.batch_size, result)
         for source in sources.values():
             source.close()
-        writer = SceneWriter(
-            folder, grid, paths, model.class_names, model.modality_names, probabilities == "uint8"
+        writer = stack.enter_context(
+            SceneWriter(
+                folder,
+                grid,
+                paths,
+                model.class_names,
+                model.modality_names,
+                probabilities == "uint8",
+                scores=paths.polygons is not None,
+                output_grid=output_grid,
+            )
         )
         for window, blended, bits in accumulator.blocks():
             writer.write(window, blended, bits)
@@ -138,7 +230,11 @@ def predict_scene(
         writer.finish()
         if paths.polygons is not None:
             result.polygons = write_polygons(
-                writer.temporary["classes"], paths.polygons, grid, model.class_names
+                writer.temporary["classes"],
+                paths.polygons,
+                grid,
+                model.class_names,
+                scores=writer.temporary["scores"],
             )
         if paths.quicklook is not None:
             write_quicklook(
@@ -153,6 +249,11 @@ def predict_scene(
         move_into_place(paths, final)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def as_list(paths: RasterPath | Sequence[RasterPath]) -> list[RasterPath]:
+    """One raster or several as a list."""
+    return [paths] if isinstance(paths, str | Path) else list(paths)
 
 
 def staged_paths(paths: OutputPaths, folder: Path) -> OutputPaths:
@@ -181,7 +282,7 @@ def move_into_place(staged: OutputPaths, final: OutputPaths) -> None:
 
 def check_request(
     model: SceneModel,
-    rasters: Mapping[str, str | Path],
+    rasters: Mapping[str, Sequence[RasterPath]],
     reference: str | None,
     overlap: float,
     probabilities: str | None,
@@ -199,6 +300,9 @@ def check_request(
         )
     if not rasters:
         raise ValueError(f"give at least one of the modalities {', '.join(model.modality_names)}")
+    empty = [name for name, files in rasters.items() if not files]
+    if empty:
+        raise ValueError(f"no raster given for the {empty[0]} modality")
     reference = reference or next(iter(rasters))
     if reference not in rasters:
         raise ValueError(
@@ -211,14 +315,16 @@ def check_request(
     return reference
 
 
-def check_outputs(paths: OutputPaths, rasters: Mapping[str, str | Path], overwrite: bool) -> None:
+def check_outputs(
+    paths: OutputPaths, rasters: Mapping[str, Sequence[RasterPath]], overwrite: bool
+) -> None:
     """Refuse outputs that are inputs, and existing outputs unless ``overwrite``.
 
     Raises:
         ValueError: if an output is one of the input rasters.
         FileExistsError: if an output exists and ``overwrite`` is False.
     """
-    inputs = {Path(path).resolve() for path in rasters.values()}
+    inputs = {Path(path).resolve() for files in rasters.values() for path in files}
     clash = [path for path in paths.all() if path.resolve() in inputs]
     if clash:
         raise ValueError(f"output {clash[0]} would overwrite an input raster")
@@ -227,46 +333,109 @@ def check_outputs(paths: OutputPaths, rasters: Mapping[str, str | Path], overwri
         raise FileExistsError(f"{existing[0]} exists (pass --overwrite to replace it)")
 
 
+class SceneTiles(Dataset):
+    """The tiles of a scene, read, warped and made into samples: what loader workers do.
+
+    Item ``i`` is a dict: ``window`` (the tile's window on the grid), ``sample`` (the training
+    sample, None when no modality holds data there), ``bits`` (``int64 [tile, tile]``: bit m
+    set where modality m holds data) and ``subset`` (the modalities shown).
+
+    Args:
+        sources: the scene's modalities (each worker opens its own file handles).
+        windows: the tile windows.
+        pipeline: the training dataset's per-tile steps.
+        tile: tile side, reference pixels.
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, ModalityRaster],
+        windows: TileGrid,
+        pipeline: TilePipeline,
+        tile: int,
+    ) -> None:
+        self.sources = dict(sources)
+        self.windows = windows
+        self.pipeline = pipeline
+        self.tile = tile
+
+    def __len__(self) -> int:
+        """Number of tiles."""
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Read and prepare tile ``index``."""
+        window = self.windows[index]
+        tiles = {}
+        for name, source in self.sources.items():
+            read = source.read_window(window)
+            if read is not None and read[1].any():
+                tiles[name] = read
+        sample = self.pipeline.sample(tiles, index)
+        bits = np.zeros((self.tile, self.tile), dtype=np.int64)
+        names = self.pipeline.modality_names
+        for name, (_, valid) in tiles.items():
+            bits[valid] |= 1 << names.index(name)
+        subset = tuple(name for name in names if name in tiles)
+        return {"window": window, "sample": sample, "bits": bits, "subset": subset}
+
+
+def _as_is(item: dict[str, Any]) -> dict[str, Any]:
+    """The loader's collate function: items pass unchanged (batches are made afterwards)."""
+    return item
+
+
+def scene_tiles(
+    sources: Mapping[str, ModalityRaster],
+    windows: TileGrid,
+    pipeline: TilePipeline,
+    tile: int,
+    workers: int,
+) -> Iterator[dict[str, Any]]:
+    """The prepared tiles in order, from ``workers`` loader processes prefetching ahead.
+
+    Files opened in this process are closed first, so that every worker opens its own.
+    """
+    for source in sources.values():
+        source.close()
+    dataset = SceneTiles(sources, windows, pipeline, tile)
+    if workers <= 0:
+        return (dataset[index] for index in range(len(dataset)))
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_as_is,
+        prefetch_factor=8,
+    )
+    return iter(loader)
+
+
 def predict_tiles(
     model: SceneModel,
-    sources: Mapping[str, ModalityRaster],
-    windows: Iterable[Window],
+    tiles: Iterator[dict[str, Any]],
     accumulator: SceneAccumulator,
     batch_size: int,
     result: SceneResult,
 ) -> None:
-    """Read, predict in batches and accumulate the tiles; count them in ``result``.
-
-    Each tile shows the modalities with at least one valid pixel in it; a tile without any is
-    skipped. The modality bit-map of a tile sets bit m where modality m holds data.
-    """
+    """Predict prepared tiles in batches and accumulate them; count them in ``result``."""
     tile = model.tile_pixels
     weights = blend_window(tile)
-    pending: list[tuple[Window, dict, np.ndarray]] = []
+    pending: list[dict[str, Any]] = []
 
     def flush() -> None:
         if pending:
-            scores = model.predict([sample for _, sample, _ in pending], tile).numpy()
-            for (window, _, bits), probabilities in zip(pending, scores, strict=True):
-                accumulator.add(window, probabilities, weights, bits)
+            scores = model.predict([item["sample"] for item in pending], tile).numpy()
+            for item, probabilities in zip(pending, scores, strict=True):
+                accumulator.add(item["window"], probabilities, weights, item["bits"])
             pending.clear()
 
-    for index, window in enumerate(windows):
-        tiles = {}
-        for name, source in sources.items():
-            read = source.read_window(window)
-            if read is not None and read[1].any():
-                tiles[name] = read
-        sample = model.sample(tiles, index)
-        if sample is None:
+    for item in tiles:
+        if item["sample"] is None:
             continue
-        bits = np.zeros((tile, tile), dtype=np.int64)
-        for name, (_, valid) in tiles.items():
-            bits[valid] |= 1 << model.modality_names.index(name)
-        subset = tuple(name for name in model.modality_names if name in tiles)
-        result.subsets[subset] = result.subsets.get(subset, 0) + 1
+        result.subsets[item["subset"]] = result.subsets.get(item["subset"], 0) + 1
         result.predicted += 1
-        pending.append((window, sample, bits))
+        pending.append(item)
         if len(pending) >= batch_size:
             flush()
     flush()

@@ -1,18 +1,24 @@
 """A scene's modality rasters, read through TorchGeo onto one reference pixel grid.
 
-Each modality is a `ModalityRaster`: a TorchGeo ``RasterDataset`` over one file, with the
-reference raster's CRS and resolution. A file on the reference grid (same CRS and pixel size,
-shifted by whole pixels or not at all) is read as it is; any other is warped by GDAL straight
-onto the reference grid in one step (bilinear for continuous modalities, nearest for class
-maps; the file's no-data pixels are left out of the interpolation). Pixels outside a file's
-footprint are no data, so a modality may cover only part of the scene.
+Each modality is a `ModalityRaster`: a TorchGeo ``RasterDataset`` over one or more files (two
+Sentinel-2 tiles, two UTM zones: mosaicked, the first file given wins where they overlap) with
+the reference raster's CRS and resolution. Paths may be local files or anything GDAL opens
+(``/vsimem/``, ``/vsicurl/https://...``, ``/vsis3/...``, ``https://...``).
+
+A file on the reference grid (same CRS and pixel size, shifted by whole pixels or not at all)
+is read as it is; any other is warped by GDAL onto the tile's window of the reference grid
+(bilinear for continuous modalities, nearest for class maps; the file's no-data pixels are left
+out of the interpolation). Either way only the bands the model uses are read (4 of Sentinel-2's
+13), and only the part of the file under the tile plus a margin for the interpolation kernel.
+Pixels outside a file's footprint are no data, so a modality may cover only part of the scene.
 
 A query (TorchGeo's ``[xmin:xmax, ymin:ymax]`` slices, on reference pixel edges) returns the
 modality's bands and, as one more band, which pixels hold data: True where no band is NaN,
 infinite, masked, or equal to the file's no-data value (the modality's default when the file
 has no tag), as :func:`datamodules.rasters.read_raster` decides for training tiles. A query that
-misses the file's footprint raises ``IndexError`` (TorchGeo's convention): the modality is
-absent there.
+misses every file's footprint raises ``IndexError`` (TorchGeo's convention): the modality is
+absent there. File handles are opened on first use in each process, so that loader workers
+each read through their own.
 
 Tiles come from TorchGeo's ``GridGeoSampler`` over the reference raster, shifted back inside
 the scene where the sampler's last row or column would hang over its edge.
@@ -20,23 +26,26 @@ the scene where the sampler's last row or column would hang over its edge.
 
 from __future__ import annotations
 
-import glob
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import shapely
 import torch
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
-from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
 from torch import Tensor
 from torchgeo.datasets import RasterDataset
-from torchgeo.datasets.utils import GeoSlice
+from torchgeo.datasets.utils import GeoSlice, path_is_vsi
 from torchgeo.samplers import GridGeoSampler
 
 from datamodules.dataset import Modality
@@ -47,16 +56,41 @@ PIXEL_TOLERANCE = 1e-6
 """Offsets and pixel sizes closer than this share of a pixel count as equal."""
 
 
-def reference_grid(path: str | Path) -> RasterGrid:
+RasterPath = str | Path
+"""A raster file: a local path, or a GDAL path such as ``/vsimem/a.tif`` or ``/vsicurl/https://...``."""
+
+
+def is_gdal_path(path: RasterPath) -> bool:
+    """Whether ``path`` is for GDAL to resolve (``/vsi...`` or a URL) rather than a local file."""
+    return path_is_vsi(str(path))
+
+
+def check_raster_path(name: str, path: RasterPath) -> str:
+    """The path as GDAL takes it, checked to exist (local) or to open (GDAL paths).
+
+    Raises:
+        FileNotFoundError: naming the modality and the path.
+    """
+    if is_gdal_path(path):
+        try:
+            with rasterio.open(str(path)):
+                pass
+        except rasterio.errors.RasterioIOError as error:
+            raise FileNotFoundError(f"{name} raster cannot be opened: {path} ({error})") from None
+        return str(path)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{name} raster not found: {path}")
+    return str(path)
+
+
+def reference_grid(path: RasterPath) -> RasterGrid:
     """The pixel grid of the reference raster.
 
     Raises:
-        FileNotFoundError: if the file does not exist.
+        FileNotFoundError: if the file does not exist (or GDAL cannot open a GDAL path).
         ValueError: if it has no CRS or a rotated (not north-up) transform.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"reference raster not found: {path}")
+    path = check_raster_path("reference", path)
     with rasterio.open(path) as src:
         grid = RasterGrid(src.width, src.height, src.crs, src.transform)
     if grid.crs is None:
@@ -64,6 +98,44 @@ def reference_grid(path: str | Path) -> RasterGrid:
     if grid.transform.b or grid.transform.d or grid.transform.a <= 0 or grid.transform.e >= 0:
         raise ValueError(f"{path}: only north-up grids are supported, got {grid.transform}")
     return grid
+
+
+def crop_grid(grid: RasterGrid, bounds: Sequence[float]) -> RasterGrid:
+    """The grid's pixels covering ``(left, bottom, right, top)`` (in its CRS), snapped outward.
+
+    The box may reach beyond the grid (pixels there are no data unless another modality
+    covers them); the pixels keep the grid's size and alignment.
+
+    Raises:
+        ValueError: if the box is empty or not four numbers.
+    """
+    if len(bounds) != 4:
+        raise ValueError(f"bounds must be left bottom right top, got {list(bounds)}")
+    left, bottom, right, top = (float(b) for b in bounds)
+    if not (left < right and bottom < top):
+        raise ValueError(f"bounds {list(bounds)} are empty: give left bottom right top")
+    t = grid.transform
+    col0 = math.floor((left - t.c) / t.a + PIXEL_TOLERANCE)
+    col1 = math.ceil((right - t.c) / t.a - PIXEL_TOLERANCE)
+    row0 = math.floor((t.f - top) / -t.e + PIXEL_TOLERANCE)
+    row1 = math.ceil((t.f - bottom) / -t.e - PIXEL_TOLERANCE)
+    return RasterGrid(
+        max(col1 - col0, 1), max(row1 - row0, 1), grid.crs, t * Affine.translation(col0, row0)
+    )
+
+
+def resample_grid(grid: RasterGrid, resolution: float) -> RasterGrid:
+    """A grid over the same area with square ``resolution`` pixels (CRS units), same corner.
+
+    Raises:
+        ValueError: if the resolution is not positive.
+    """
+    if not resolution > 0:
+        raise ValueError(f"resolution must be positive, got {resolution}")
+    left, bottom, right, top = grid_bounds(grid)
+    width = max(math.ceil((right - left) / resolution - PIXEL_TOLERANCE), 1)
+    height = max(math.ceil((top - bottom) / resolution - PIXEL_TOLERANCE), 1)
+    return RasterGrid(width, height, grid.crs, Affine(resolution, 0, left, 0, -resolution, top))
 
 
 def grid_bounds(grid: RasterGrid) -> tuple[float, float, float, float]:
@@ -96,31 +168,80 @@ def window_query(window: Window, grid: RasterGrid) -> GeoSlice:
     return slice(left, right, xres), slice(bottom, top, yres)
 
 
+@dataclass(frozen=True)
+class RasterFile:
+    """One file of a modality.
+
+    Attributes:
+        path: the path as GDAL opens it.
+        grid: the file's own pixel grid.
+        nodata: its no-data value (the modality's default when the file has no tag).
+        offset: whole-pixel ``(col, row)`` of its first pixel on the reference grid; None when
+            it is warped.
+    """
+
+    path: str
+    grid: RasterGrid
+    nodata: float | None
+    offset: tuple[int, int] | None
+
+
 class ModalityRaster(RasterDataset):
-    """One modality's raster of a scene, as a TorchGeo dataset on the reference grid.
+    """One modality's rasters of a scene, as a TorchGeo dataset on the reference grid.
 
     Args:
         name: the modality's name (as in the checkpoint).
-        path: the raster file.
+        paths: the raster file, or several (mosaicked; the first holding data wins).
         modality: what the training dataset knows of the modality: bands in the file, bands
             read, default no-data value, class map or not.
         grid: the reference grid.
 
     Raises:
-        FileNotFoundError: if the file does not exist.
-        ValueError: if its band count differs from the modality's, it has no CRS, or it does
-            not overlap the reference grid.
+        FileNotFoundError: if a file does not exist or GDAL cannot open it.
+        ValueError: if a file's band count differs from the modality's, it has no CRS, it is
+            given twice, or no file overlaps the reference grid.
     """
 
     is_image = True
     separate_files = False
+    filename_glob = "*"
 
-    def __init__(self, name: str, path: str | Path, modality: Modality, grid: RasterGrid) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{name} raster not found: {path}")
+    def __init__(
+        self,
+        name: str,
+        paths: RasterPath | Sequence[RasterPath],
+        modality: Modality,
+        grid: RasterGrid,
+    ) -> None:
+        given = [paths] if isinstance(paths, str | Path) else list(paths)
+        if not given:
+            raise ValueError(f"no raster given for the {name} modality")
+        checked = [check_raster_path(name, path) for path in given]
+        repeated = sorted({path for path in checked if checked.count(path) > 1})
+        if repeated:
+            raise ValueError(f"{repeated[0]} is given twice for the {name} modality")
+        expected = modality.file_bands or modality.bands
+        self.rasters = [self._describe(name, path, modality, expected, grid) for path in checked]
+        self.name = name
+        self.modality = modality
+        self.grid = grid
+        self.indexes = list(modality.read_bands or range(1, expected + 1))
+        resolution = (grid.transform.a, -grid.transform.e)
+        super().__init__(paths=checked, crs=grid.crs, res=resolution, cache=False)
+        self.band_indexes = self.indexes
+        scene = shapely.box(*grid_bounds(grid))
+        if not any(shape.intersection(scene).area > 0 for shape in self.index.geometry):
+            where = checked[0] if len(checked) == 1 else ", ".join(checked)
+            raise ValueError(f"{where} ({name}) does not overlap the reference raster's area")
+        self._handles: dict[str, DatasetReader] = {}
+        self._pid = os.getpid()
+
+    @staticmethod
+    def _describe(
+        name: str, path: str, modality: Modality, expected: int, grid: RasterGrid
+    ) -> RasterFile:
+        """Check one file and note its grid and no-data value."""
         with rasterio.open(path) as src:
-            expected = modality.file_bands or modality.bands
             if src.count != expected:
                 raise ValueError(
                     f"{path}: the {name} modality has {expected} band(s) in its files, "
@@ -128,24 +249,24 @@ class ModalityRaster(RasterDataset):
                 )
             if src.crs is None:
                 raise ValueError(f"{path} has no CRS: a scene raster must be georeferenced")
-            self.file_grid = RasterGrid(src.width, src.height, src.crs, src.transform)
-            self.file_dtype = np.dtype(src.dtypes[0])
-            file_nodata = src.nodata
-        self.name = name
-        self.path = path
-        self.modality = modality
-        self.grid = grid
-        self.nodata = file_nodata if file_nodata is not None else modality.nodata
-        self.indexes = list(modality.read_bands or range(1, expected + 1))
-        self.offset = _pixel_offset(self.file_grid, grid)
-        self.filename_glob = glob.escape(path.name)
-        resolution = (grid.transform.a, -grid.transform.e)
-        super().__init__(paths=[path], crs=grid.crs, res=resolution, cache=False)
-        self.band_indexes = self.indexes
-        footprint = self.index.geometry.iloc[0]
-        if footprint.intersection(shapely.box(*grid_bounds(grid))).area <= 0:
-            raise ValueError(f"{path} ({name}) does not overlap the reference raster's area")
-        self._reader: DatasetReader | WarpedVRT | None = None
+            own = RasterGrid(src.width, src.height, src.crs, src.transform)
+            nodata = src.nodata if src.nodata is not None else modality.nodata
+        return RasterFile(path, own, nodata, _pixel_offset(own, grid))
+
+    @property
+    def path(self) -> str:
+        """The first file."""
+        return self.rasters[0].path
+
+    @property
+    def nodata(self) -> float | None:
+        """The first file's no-data value."""
+        return self.rasters[0].nodata
+
+    @property
+    def offset(self) -> tuple[int, int] | None:
+        """The first file's whole-pixel offset on the reference grid (None: warped)."""
+        return self.rasters[0].offset
 
     @property
     def resampling(self) -> Resampling:
@@ -154,30 +275,22 @@ class ModalityRaster(RasterDataset):
 
     @property
     def warped(self) -> bool:
-        """Whether the file is warped onto the reference grid (False: read as it is)."""
-        return self.offset is None
+        """Whether any file is warped onto the reference grid (False: all read as they are)."""
+        return any(f.offset is None for f in self.rasters)
 
-    def _load_warp_file(self, filepath: Path) -> DatasetReader | WarpedVRT:
-        """The file, or a GDAL warped view of it exactly on the reference grid."""
-        src = rasterio.open(filepath)
-        if not self.warped:
-            return src
-        options = {}
-        if self.nodata is not None:
-            options = {"src_nodata": self.nodata, "nodata": self.nodata}
-        elif np.issubdtype(self.file_dtype, np.floating):
-            options = {"src_nodata": np.nan, "nodata": np.nan}
-        else:
-            options = {"add_alpha": True}  # no no-data value: the alpha band marks the footprint
-        return WarpedVRT(
-            src,
-            crs=self.grid.crs,
-            transform=self.grid.transform,
-            width=self.grid.width,
-            height=self.grid.height,
-            resampling=self.resampling,
-            **options,
-        )
+    def _handle(self, path: str) -> DatasetReader:
+        """This process's open handle of a file (a loader worker opens its own)."""
+        if os.getpid() != self._pid:  # forked: the parent's handles are not ours to use
+            self._handles, self._pid = {}, os.getpid()
+        if path not in self._handles:
+            self._handles[path] = rasterio.open(path)
+        return self._handles[path]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without open files (a spawned worker opens its own)."""
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
 
     def _merge_files(
         self,
@@ -186,35 +299,104 @@ class ModalityRaster(RasterDataset):
         band_indexes: Sequence[int] | None = None,
     ) -> Tensor:
         """Read one query window: ``float32 [C + 1, h, w]``, the bands then the validity."""
-        if self._reader is None:
-            self._reader = self._load_warp_file(self.path)
         window = query_window(query, self.grid)
         data = np.zeros((len(self.indexes), int(window.height), int(window.width)), np.float32)
         valid = np.zeros(data.shape[1:], dtype=bool)
-        # The window in the pixels read: the warped view's (the grid's) or the file's.
-        col_shift, row_shift = self.offset or (0, 0)
+        overlapping = set(filepaths)
+        for raster in self.rasters:
+            if raster.path not in overlapping:
+                continue
+            read = self._read(raster, window)
+            if read is None:
+                continue
+            values, holds = read
+            fill = holds & ~valid
+            data[:, fill] = values[:, fill]
+            valid |= holds
+            if valid.all():
+                break
+        return torch.from_numpy(np.concatenate([data, valid[None].astype(np.float32)]))
+
+    def _read(self, raster: RasterFile, window: Window) -> tuple[np.ndarray, np.ndarray] | None:
+        """One file's bands on a reference window, and where they hold data."""
+        if raster.offset is None:
+            return self._warp(raster, window)
+        col_shift, row_shift = raster.offset
         shifted = Window(
             window.col_off - col_shift, window.row_off - row_shift, window.width, window.height
         )
-        clipped = clip_window(shifted, self.grid if self.warped else self.file_grid)
-        if clipped is not None:
-            inside, (rows, cols) = clipped
-            read = self._reader.read(self.indexes, window=inside, masked=True)
-            raw = np.asarray(read.data)
-            invalid = np.ma.getmaskarray(read).any(axis=0)
-            nodata = _nodata_mask(raw, self.nodata)
-            if nodata is not None:
-                invalid |= nodata
-            data[:, rows, cols] = raw
-            valid[rows, cols] = ~invalid
-        return torch.from_numpy(np.concatenate([data, valid[None].astype(np.float32)]))
+        clipped = clip_window(shifted, raster.grid)
+        if clipped is None:
+            return None
+        inside, (rows, cols) = clipped
+        data = np.zeros((len(self.indexes), int(window.height), int(window.width)), np.float32)
+        valid = np.zeros(data.shape[1:], dtype=bool)
+        values, holds = self._read_bands(raster, inside)
+        data[:, rows, cols] = values
+        valid[rows, cols] = holds
+        return data, valid
+
+    def _read_bands(self, raster: RasterFile, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """The used bands of a window inside the file: ``float32 [C, h, w]`` and validity."""
+        read = self._handle(raster.path).read(self.indexes, window=window, masked=True)
+        values = np.asarray(read.data, dtype=np.float32)
+        invalid = np.ma.getmaskarray(read).any(axis=0) | ~np.isfinite(values).all(axis=0)
+        nodata = _nodata_mask(np.asarray(read.data), raster.nodata)
+        if nodata is not None:
+            invalid |= nodata
+        return values, ~invalid
+
+    def _warp(self, raster: RasterFile, window: Window) -> tuple[np.ndarray, np.ndarray] | None:
+        """Warp the used bands of the part of a file under a reference window onto it."""
+        target = self.grid.transform * Affine.translation(window.col_off, window.row_off)
+        width, height = int(window.width), int(window.height)
+        left, top = target * (0, 0)
+        right, bottom = target * (width, height)
+        try:
+            bounds = transform_bounds(
+                self.grid.crs, raster.grid.crs, left, bottom, right, top, densify_pts=21
+            )
+        except rasterio.errors.CRSError:
+            return None
+        if not all(math.isfinite(b) for b in bounds):
+            return None
+        spot = from_bounds(*bounds, transform=raster.grid.transform)
+        # Margin for the interpolation kernel, wider where the file is finer than the grid.
+        shrink = max(float(spot.width) / max(width, 1), float(spot.height) / max(height, 1), 1.0)
+        margin = 2 + math.ceil(2 * shrink)
+        col0 = max(math.floor(spot.col_off) - margin, 0)
+        row0 = max(math.floor(spot.row_off) - margin, 0)
+        col1 = min(math.ceil(spot.col_off + spot.width) + margin, raster.grid.width)
+        row1 = min(math.ceil(spot.row_off + spot.height) + margin, raster.grid.height)
+        if col1 <= col0 or row1 <= row0:
+            return None
+        inside = Window(col0, row0, col1 - col0, row1 - row0)
+        values, holds = self._read_bands(raster, inside)
+        if not holds.any():
+            return None
+        values[:, ~holds] = np.nan
+        out = np.full((len(self.indexes), height, width), np.nan, dtype=np.float32)
+        reproject(
+            values,
+            out,
+            src_transform=raster.grid.transform * Affine.translation(col0, row0),
+            src_crs=raster.grid.crs,
+            src_nodata=np.nan,
+            dst_transform=target,
+            dst_crs=self.grid.crs,
+            dst_nodata=np.nan,
+            resampling=self.resampling,
+            num_threads=1,
+        )
+        valid = np.isfinite(out).all(axis=0)
+        return np.nan_to_num(out, nan=0.0), valid
 
     def read_window(self, window: Window) -> tuple[np.ndarray, np.ndarray] | None:
         """One reference-pixel window of the modality, in the file's units.
 
         Returns:
             ``data`` ``float32 [C, h, w]`` (the bands the training loader reads) and ``valid``
-            ``bool [h, w]``; None when the window misses the file's footprint.
+            ``bool [h, w]``; None when the window misses every file's footprint.
         """
         try:
             image = self[window_query(window, self.grid)]["image"].numpy()
@@ -223,10 +405,10 @@ class ModalityRaster(RasterDataset):
         return image[:-1], image[-1] > 0.5
 
     def close(self) -> None:
-        """Close the file."""
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        """Close this process's open files."""
+        for handle in self._handles.values():
+            handle.close()
+        self._handles = {}
 
 
 def _pixel_offset(file_grid: RasterGrid, grid: RasterGrid) -> tuple[int, int] | None:
@@ -266,6 +448,13 @@ class TileGrid:
     def __len__(self) -> int:
         """Number of tiles."""
         return len(self.rows) * len(self.cols)
+
+    def __getitem__(self, index: int) -> Window:
+        """The ``index``-th window (row by row)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"tile {index} of {len(self)}")
+        row, col = divmod(index, len(self.cols))
+        return Window(self.cols[col], self.rows[row], self.tile, self.tile)
 
     def __iter__(self) -> Iterator[Window]:
         """The windows, top row first, each row left to right."""

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from rasterio.transform import from_origin
 
 from fusion.cli import main
@@ -67,8 +68,9 @@ def test_predicts_on_the_first_given_modalitys_grid(
 def test_refuses_an_unknown_modality(files: dict, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"modality 'dem' is not one of .* \(s1, s2\)"):
         run(files, tmp_path / "map.tif", "--s1", str(files["s1"]), "--dem", str(files["s1"]))
-    with pytest.raises(ValueError, match="--s1 is given twice"):
-        modality_rasters(["--s1", "a.tif", "--s1", "b.tif"], ("s1", "s2"))
+    assert modality_rasters(
+        ["--s1", "a.tif", "--s2", "b.tif", "c.tif", "--s1=/vsicurl/https://x/d.tif"], ("s1", "s2")
+    ) == {"s1": ["a.tif", "/vsicurl/https://x/d.tif"], "s2": ["b.tif", "c.tif"]}
     with pytest.raises(ValueError, match="--s2 needs a raster path"):
         modality_rasters(["--s2"], ("s1", "s2"))
     with pytest.raises(ValueError, match=r"reference 's2' is not one of the given .*\(s1\)"):
@@ -146,3 +148,87 @@ def test_a_failing_run_leaves_the_previous_outputs_as_they_were(
     monkeypatch.undo()
     run(files, fresh, "--s1", str(files["s1"]), "--quiet")
     assert fresh.is_file()
+
+
+def test_mosaics_files_and_reads_gdal_paths(files: dict, tmp_path: Path) -> None:
+    # S1 from GDAL's in-memory file system, S2 as two files: its left and right halves.
+    memory = "/vsimem/test_command/s1.tif"
+    rasterio.shutil.copy(files["s1"], memory)
+    with rasterio.open(files["s2"]) as src:
+        data, profile = src.read(), src.profile
+    halves = []
+    for side, columns in (
+        ("left", slice(0, data.shape[2] // 2)),
+        ("right", slice(data.shape[2] // 2, None)),
+    ):
+        part = np.zeros_like(data)
+        part[:, :, columns] = data[:, :, columns]
+        halves.append(tmp_path / f"s2_{side}.tif")
+        with rasterio.open(halves[-1], "w", **profile) as dst:
+            dst.write(part)
+    try:
+        mosaic = run(files, tmp_path / "mosaic/map.tif", "--s1", memory, "--s2", *map(str, halves),
+                     "--probabilities", "--quiet", "--workers", "1")  # fmt: skip
+    finally:
+        rasterio.shutil.delete(memory)
+    whole = run(files, tmp_path / "whole/map.tif", "--s1", str(files["s1"]), "--s2",
+                str(files["s2"]), "--probabilities", "--quiet", "--workers", "0")  # fmt: skip
+    assert mosaic.subsets == whole.subsets == {("s1", "s2"): whole.predicted}
+    # The same maps but at the halves' seam, where each half's interpolation lacks the other
+    # half's pixels (the mosaic's values there are tested in test_sources).
+    with (
+        rasterio.open(mosaic.paths.probabilities) as a,
+        rasterio.open(whole.paths.probabilities) as b,
+    ):
+        assert np.abs(a.read() - b.read()).max() < 0.02
+    with rasterio.open(mosaic.paths.classes) as a, rasterio.open(whole.paths.classes) as b:
+        assert (a.read() == b.read()).mean() > 0.99
+
+
+def test_bounds_and_resolution_choose_the_output_grid(files: dict, tmp_path: Path) -> None:
+    left, top = ORIGIN
+    bounds = (left + 100, top - 400, left + 500, top - 40)  # 40 x 36 pixels of the 64 x 48
+    result = run(files, tmp_path / "box/map.tif", "--s1", str(files["s1"]), "--bounds",
+                 *map(str, bounds), "--probabilities", "--modality-map", "--quiet")  # fmt: skip
+    for path in result.paths.all()[:-1]:
+        with rasterio.open(path) as src:
+            assert src.bounds == bounds and src.res == (PIXEL, PIXEL)
+    coarse = run(files, tmp_path / "coarse/map.tif", "--s1", str(files["s1"]), "--bounds",
+                 *map(str, bounds), "--resolution", "20", "--probabilities", "--quiet")  # fmt: skip
+    with rasterio.open(coarse.paths.classes) as src, rasterio.open(result.paths.classes) as fine:
+        assert src.bounds == bounds and src.res == (20.0, 20.0) and src.shape == (18, 20)
+        # Each coarse pixel is a most frequent class of its 2 x 2 fine pixels (mode).
+        blocks = fine.read(1).reshape(18, 2, 20, 2).transpose(0, 2, 1, 3).reshape(18, 20, 4)
+        counts = (blocks == src.read(1)[..., None]).sum(-1)
+        most = np.stack([(blocks == k).sum(-1) for k in np.unique(blocks)]).max(0)
+        np.testing.assert_array_equal(counts, most)
+    with (
+        rasterio.open(coarse.paths.probabilities) as src,
+        rasterio.open(result.paths.probabilities) as fine,
+    ):
+        means = fine.read().reshape(2, 18, 2, 20, 2).mean(axis=(2, 4))
+        np.testing.assert_allclose(src.read(), means, atol=1e-5)
+    with pytest.raises(ValueError, match="empty"):
+        run(
+            files,
+            tmp_path / "bad/map.tif",
+            "--s1",
+            str(files["s1"]),
+            "--bounds",
+            "1",
+            "1",
+            "1",
+            "1",
+        )
+
+
+def test_warns_about_values_far_from_training(files: dict, tmp_path: Path, caplog) -> None:
+    with rasterio.open(files["s1"]) as src:
+        data, profile = src.read(), src.profile
+    linear = tmp_path / "s1_linear.tif"
+    with rasterio.open(linear, "w", **profile) as dst:
+        dst.write(10 ** (data / 10))
+    with caplog.at_level("WARNING"):
+        result = run(files, tmp_path / "map.tif", "--s1", str(linear), "--quiet", "--no-quicklook")
+    assert len(result.warnings) == 1 and "s1_linear.tif" in result.warnings[0]
+    assert result.warnings[0] in caplog.text

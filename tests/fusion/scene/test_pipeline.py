@@ -9,8 +9,10 @@ from rasterio.windows import Window
 
 from datamodules.datamodule import collate_samples
 from datamodules.sen1floods11 import Sen1Floods11Chip
+from fusion.hardware import choose_precision
 from fusion.heads.inference import semantic_scores
 from fusion.scene import load_scene_model, predict_scene
+from fusion.scene.pipeline import CPU_BATCH
 from fusion.scene.sources import ModalityRaster, reference_grid
 from fusion.tasks import SegmentationTask
 from tests.data.geotiff import write_tif
@@ -38,7 +40,9 @@ def test_tile_sample_and_prediction_match_the_training_pipeline(tmp_path: Path) 
     root = write_chip(tmp_path / "chip")
     expected = Sen1Floods11Chip(root, split="test", tile_size=32)[0]  # rows, cols 32..64
     task = tiny_task()
-    model = load_scene_model(save_checkpoint(task, tmp_path / "ckpt/last.ckpt"))
+    model = load_scene_model(
+        save_checkpoint(task, tmp_path / "ckpt/last.ckpt"), precision="32-true"
+    )  # the training pipeline's forward below runs in float32
     grid = reference_grid(root / "Chip_S1Hand.tif")
     window = Window(32, 32, 32, 32)
     rasters = {
@@ -115,3 +119,27 @@ def test_a_dfc2023_run_predicts_at_its_training_scale(tmp_path: Path) -> None:
     model = load_scene_model(checkpoint)
     assert model.scale == 0.5  # 512 px tiles resized to 256 in training, not 1
     assert load_scene_model(checkpoint, scale=1.0).scale == 1.0
+
+
+def test_the_model_runs_under_the_autocast_training_would_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = save_checkpoint(tiny_task(), tmp_path / "run/checkpoints/last.ckpt")
+    assert load_scene_model(checkpoint).precision == choose_precision(accelerator="cpu").precision
+    for precision, expected in (("bf16-mixed", True), ("32-true", False)):
+        model = load_scene_model(checkpoint, precision=precision)
+        seen = []
+        encode = model.task.encode_batch
+
+        def noting(*args, seen=seen, encode=encode, **kwargs):
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+            return encode(*args, **kwargs)
+
+        monkeypatch.setattr(model.task, "encode_batch", noting)
+        scores = model.predict([model.blank_sample()], model.tile_pixels)
+        assert scores.dtype == torch.float32 and seen[0][0] is expected
+        if expected:
+            assert seen[0][1] == torch.bfloat16
+    assert model.default_batch_size() == CPU_BATCH
+    with pytest.raises(ValueError, match="precision must be"):
+        load_scene_model(checkpoint, precision="8-true")

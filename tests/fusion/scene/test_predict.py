@@ -1,8 +1,10 @@
-import json
+import os
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pyogrio
+import pyogrio.raw
 import pytest
 import rasterio
 import shapely
@@ -12,7 +14,8 @@ from scipy import ndimage
 from datamodules.rasters import RasterGrid
 from fusion.scene import SceneModel, load_scene_model, predict_scene
 from fusion.scene.cut import cut_raster
-from fusion.scene.outputs import write_polygons
+from fusion.scene.polygons import write_polygons
+from fusion.scene.predict import SceneTiles
 from tests.fusion.scene.scenes import PIXEL, save_checkpoint, tiny_task, write_s1, write_s2
 
 WIDTH, HEIGHT = 160, 96  # 5 x 9 tiles of 32 reference pixels, half a tile apart
@@ -37,7 +40,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def model(scene: dict) -> SceneModel:
     torch.set_num_threads(1)
-    return load_scene_model(scene["checkpoint"])
+    # float32: the comparisons between runs are to 1e-5 (bf16 is tested in test_pipeline)
+    return load_scene_model(scene["checkpoint"], precision="32-true")
 
 
 def read(path: Path) -> np.ndarray:
@@ -76,7 +80,9 @@ def test_constant_scene_gives_constant_map(tmp_path: Path) -> None:
     with torch.no_grad():
         task.head.class_head.weight.zero_()
         task.head.class_head.bias.copy_(torch.tensor([0.0, 1.0, -1.0]))
-    model = load_scene_model(save_checkpoint(task, tmp_path / "run/checkpoints/last.ckpt"))
+    model = load_scene_model(
+        save_checkpoint(task, tmp_path / "run/checkpoints/last.ckpt"), precision="32-true"
+    )
     result = predict_scene(
         model,
         {
@@ -183,6 +189,7 @@ def test_instance_model_writes_building_polygons(tmp_path: Path) -> None:
         tmp_path / "out/map.tif",
         progress=False,
     )
+    assert result.paths.polygons == tmp_path / "out/map_polygons.gpkg"
     with rasterio.open(result.paths.classes) as src:
         classes, transform, crs = src.read(1), src.transform, src.crs
     objects = classes == 1
@@ -190,18 +197,94 @@ def test_instance_model_writes_building_polygons(tmp_path: Path) -> None:
     assert 0.05 < objects.mean() < 0.95 and count > 20
     grid = RasterGrid(WIDTH, HEIGHT, crs, transform)
     seams = write_polygons(
-        result.paths.classes, tmp_path / "seams.geojson", grid, model.class_names, block=32
+        result.paths.classes, tmp_path / "seams.fgb", grid, model.class_names, block=32
     )
-    for path in (result.paths.polygons, tmp_path / "seams.geojson"):
-        collection = json.loads(path.read_text())
-        assert collection["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32633"
-        polygons = [shapely.geometry.shape(f["geometry"]) for f in collection["features"]]
+    for path in (result.paths.polygons, tmp_path / "seams.fgb"):
+        assert pyogrio.read_info(path)["crs"] == "EPSG:32633"
+        meta, _, geometries, values = pyogrio.raw.read(path)
+        fields = dict(zip(meta["fields"], values, strict=True))
+        polygons = shapely.from_wkb(geometries)
         # One polygon per object (merged across the seams of the polygonized blocks) ...
         assert len(polygons) == count
-        # ... covering exactly its pixels, in the reference CRS.
-        assert sum(p.area for p in polygons) == pytest.approx(objects.sum() * transform.a**2)
+        # ... covering exactly its pixels, in the reference CRS, its area in square metres.
+        pixels = objects.sum() * transform.a**2
+        assert sum(p.area for p in polygons) == pytest.approx(pixels)
+        assert fields["area_m2"].sum() == pytest.approx(pixels)
         left, top = transform.c, transform.f
         area = shapely.box(left, top - HEIGHT * PIXEL, left + WIDTH * PIXEL, top)
         assert all(area.contains(p) for p in polygons)
-        assert {f["properties"]["class_id"] for f in collection["features"]} == {1}
+        assert set(fields["class_id"]) == {1} and set(fields["class"]) == {model.class_names[1]}
+    # predict-scene gives each polygon the mean probability of its class over its pixels
+    scores = pyogrio.raw.read(result.paths.polygons, columns=["score"])[3][0]
+    assert ((0.5 <= scores) & (scores <= 1)).all()
     assert result.polygons == seams == count
+
+
+def test_loader_workers_read_the_tiles_and_change_nothing(
+    scene: dict, model: SceneModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "readers.txt"
+    original = SceneTiles.__getitem__
+
+    def noting_reader(self, index):
+        with open(log, "a") as file:
+            file.write(f"{os.getpid()}\n")
+        return original(self, index)
+
+    monkeypatch.setattr(SceneTiles, "__getitem__", noting_reader)
+    maps = {}
+    for workers in (0, 2):
+        log.write_text("")
+        result = predict_scene(
+            model,
+            {"s1": scene["s1"], "s2": scene["s2_left"]},
+            tmp_path / f"{workers}/map.tif",
+            probabilities="float32",
+            modality_map=True,
+            progress=False,
+            quicklook=False,
+            workers=workers,
+        )
+        readers = set(log.read_text().split())
+        assert result.workers == workers
+        if workers:  # every tile read in the worker processes, none in this one
+            assert len(readers) == workers and str(os.getpid()) not in readers
+        else:
+            assert readers == {str(os.getpid())}
+        maps[workers] = [read(p) for p in (result.paths.probabilities, result.paths.modalities)]
+    for with_workers, in_process in zip(maps[2], maps[0], strict=True):
+        np.testing.assert_array_equal(with_workers, in_process)
+
+
+def open_files_under(folder: Path) -> list[str]:
+    """Files under ``folder`` this process holds open (Linux)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+def test_a_failing_run_closes_its_files(
+    scene: dict, model: SceneModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fusion.scene.predict as module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(module, "write_quicklook", broken)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rasters = {name: inputs / f"{name}.tif" for name in ("s1", "s2")}
+    for name, path in rasters.items():
+        path.write_bytes(scene[name].read_bytes())
+    with pytest.raises(RuntimeError, match="disk full"):
+        predict_scene(model, rasters, tmp_path / "out/map.tif", progress=False, workers=0)
+    assert open_files_under(tmp_path) == []
+    assert list((tmp_path / "out").iterdir()) == []  # no partial outputs, no temporary folder

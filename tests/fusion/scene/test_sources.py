@@ -3,12 +3,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.io
+import rasterio.shutil
 from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 
 from datamodules.dfc2023 import DFC2023
 from datamodules.sen1floods11 import Sen1Floods11Chip
-from fusion.scene.sources import ModalityRaster, grid_bounds, reference_grid, tile_windows
+from fusion.scene.sources import (
+    ModalityRaster,
+    crop_grid,
+    grid_bounds,
+    reference_grid,
+    resample_grid,
+    tile_windows,
+)
 from tests.fusion.scene.scenes import ORIGIN, PIXEL, UTM, pattern, write, write_s1, write_s2
 
 S1, S2 = Sen1Floods11Chip.all_modalities["s1"], Sen1Floods11Chip.all_modalities["s2"]
@@ -136,3 +145,95 @@ def test_a_scene_from_one_tile_up_always_gets_its_tiles(
     for window in tiles:
         covered[window.row_off : window.row_off + 32, window.col_off : window.col_off + 32] = True
     assert covered.all(), (crs, pixel, side, tiles.rows, tiles.cols)
+
+
+def test_only_the_used_bands_are_read_and_warped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid = reference_grid(write_s1(tmp_path / "s1.tif", 96, 64))
+    s2 = ModalityRaster("s2", write_s2(tmp_path / "s2.tif", 96, 64), S2, grid)
+    assert s2.warped
+    reads = []
+    original = rasterio.io.DatasetReader.read
+
+    def spy(self, indexes=None, *args, **kwargs):
+        reads.append((self.name, indexes, kwargs.get("window")))
+        return original(self, indexes, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    data, valid = s2.read_window(rasterio.windows.Window(40, 16, 32, 32))
+    assert valid.all() and data.shape == (4, 32, 32)
+    assert reads and all(list(indexes) == [2, 3, 4, 8] for _, indexes, _ in reads)
+    # Only the part of the file under the tile (plus a margin) is read, not the whole file.
+    with rasterio.open(s2.path) as src:
+        assert all(w.width * w.height < src.width * src.height / 2 for _, _, w in reads)
+
+
+def test_several_files_are_mosaicked_first_given_first(tmp_path: Path) -> None:
+    grid = reference_grid(write_s1(tmp_path / "s1.tif", 96, 64))
+    # Two halves in two CRSs: the left in UTM 33 on the grid, the right in EPSG:4326 (warped),
+    # overlapping by 8 columns where the first file given wins.
+    left = write(
+        tmp_path / "left.tif",
+        np.full((13, 64, 52), 1000, np.uint16),
+        UTM,
+        from_origin(*ORIGIN, PIXEL, PIXEL),
+        nodata=0,
+    )
+    west, south, east, north = transform_bounds(UTM, "EPSG:4326", *grid_bounds(grid))
+    step = 1e-4
+    start = west + (east - west) * 44 / 96  # from column 44 on
+    columns = int(np.ceil((east - start) / step)) + 5
+    lines = int(np.ceil((north - south) / step)) + 10
+    right = write(
+        tmp_path / "right.tif",
+        np.full((13, lines, columns), 2000, np.uint16),
+        "EPSG:4326",
+        from_origin(start, north + 5 * step, step, step),
+        nodata=0,
+    )
+    mosaic = ModalityRaster("s2", [left, right], S2, grid)
+    data, valid = mosaic.read_window(rasterio.windows.Window(0, 0, 96, 64))
+    assert valid.all()
+    assert (data[:, :, :52] == 1000).all()  # the left file, also where both cover
+    assert (data[:, 2:-2, 56:] == 2000).all()  # the right file beyond the left one
+    swapped = ModalityRaster("s2", [right, left], S2, grid)
+    data, _ = swapped.read_window(rasterio.windows.Window(0, 0, 96, 64))
+    assert (data[:, 2:-2, 48:52] == 2000).all()  # now the right file wins where both cover
+    with pytest.raises(ValueError, match="given twice"):
+        ModalityRaster("s2", [left, left], S2, grid)
+
+
+def test_gdal_paths_are_read(tmp_path: Path) -> None:
+    local = write_s1(tmp_path / "s1.tif", 64, 48)
+    memory = "/vsimem/test_sources/s1.tif"
+    rasterio.shutil.copy(local, memory)
+    try:
+        grid = reference_grid(memory)
+        source = ModalityRaster("s1", memory, S1, grid)
+        data, valid = source.read_window(rasterio.windows.Window(0, 0, 32, 32))
+        with rasterio.open(local) as src:
+            np.testing.assert_array_equal(
+                data, src.read(window=rasterio.windows.Window(0, 0, 32, 32))
+            )
+        assert valid.all()
+    finally:
+        rasterio.shutil.delete(memory)
+    with pytest.raises(FileNotFoundError, match="/vsimem/test_sources/none.tif"):
+        ModalityRaster("s1", "/vsimem/test_sources/none.tif", S1, grid)
+
+
+def test_bounds_crop_and_resolution_resample_the_grid(tmp_path: Path) -> None:
+    grid = reference_grid(write_s1(tmp_path / "s1.tif", 96, 64))
+    left, bottom, right, top = grid_bounds(grid)
+    crop = crop_grid(grid, (left + 15, bottom + 101, left + 305, top - 9))
+    assert (crop.width, crop.height) == (30, 54)  # snapped outward to whole pixels
+    assert (crop.transform.c, crop.transform.f) == (left + 10, top - 0)
+    beyond = crop_grid(grid, (left - 100, bottom, right, top))  # reaches past the raster
+    assert beyond.width == 106 and beyond.transform.c == left - 100
+    coarse = resample_grid(grid, 30.0)
+    assert (coarse.width, coarse.height) == (32, 22) and coarse.transform.a == 30.0
+    with pytest.raises(ValueError, match="empty"):
+        crop_grid(grid, (left, bottom, left, top))
+    with pytest.raises(ValueError, match="positive"):
+        resample_grid(grid, 0)
