@@ -19,6 +19,7 @@ someone else can run any code the file's author chose. Two rules keep that from 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import pickle
 from collections.abc import Mapping, Sequence
@@ -151,6 +152,7 @@ def export_model(
         "hyper_parameters": _json_data(hparams, "hyper_parameters"),
         "data": _data_card(checkpoint_path, config),
         "training": _training_card(checkpoint),
+        "metrics": _metrics_card(checkpoint_path),
         "source_checkpoint": checkpoint_path.name,
         "commit": _commit(),
     }
@@ -227,6 +229,27 @@ def _training_card(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
                 record["monitor"] = state.get("monitor")
                 record["best_score"] = float(score)
     return record
+
+
+def _metrics_card(checkpoint_path: Path) -> dict[str, float]:
+    """The last logged value of each validation and test metric of the run, if it logged any.
+
+    Read from the CSV logger's ``metrics.csv`` beside the ``checkpoints/`` folder (where
+    ``fusion fit`` and ``fusion test`` with the CSV logger write it); empty without one.
+    """
+    path = checkpoint_path.resolve().parent.parent / "metrics.csv"
+    if not path.is_file():
+        return {}
+    last: dict[str, float] = {}
+    with path.open(newline="") as file:
+        for row in csv.DictReader(file):
+            for key, value in row.items():
+                if key and key.startswith(("val/", "test/")) and value not in ("", None):
+                    try:
+                        last[key] = float(value)
+                    except ValueError:
+                        continue
+    return dict(sorted(last.items()))
 
 
 def _commit() -> str | None:

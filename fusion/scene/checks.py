@@ -5,15 +5,21 @@ A model given linear backscatter where it learned decibels, or Sentinel-2 L2A va
 predicts, but from inputs it has never seen. Before predicting, each continuous modality is
 read decimated (at most ``side`` pixels a side per file, from overviews where the file has
 them), turned into the loader's units by the training dataset's own ``_preprocess``, and
-compared band by band with the training normalization statistics: a band whose mean lies more
-than ``z_limit`` training standard deviations from the training mean, or whose spread is more
-than ``spread_ratio`` times larger or smaller, is reported.
+compared band by band with the training normalization statistics. A band is reported when
 
-Linear backscatter (about 0.01 to 0.5) against dB statistics (std about 4 to 6) shows as a
-spread 10 to 100 times too small; the L2A offset moves the visible bands' means by 1000, about
-3.7 training standard deviations for the Sen1Floods11 and quadruplet statistics. A scene
-that truly differs from the training data (snow, a desert) can also be reported: the warning
-asks the user to check, it never stops the prediction.
+- its mean lies more than ``z_limit`` (3) training standard deviations from the training mean;
+- or its spread is more than ``spread_ratio`` (5) times the training spread;
+- or its spread is more than ``spread_ratio`` times smaller *and* its mean lies more than
+  ``z_small`` (1.5) training standard deviations away: a small spread alone is no sign of a
+  wrong unit (a DEM of a plain, a calm lake), but with a shifted mean it is the signature of
+  linear backscatter given for dB.
+
+Linear backscatter (about 0.01 to 0.5) against dB statistics (mean -10 to -20, std 4 to 6)
+has a spread 10 to 100 times too small and a mean 2 to 4 standard deviations off; the L2A
+offset moves the visible bands' means by 1000, about 3.7 training standard deviations for the
+Sen1Floods11 and quadruplet statistics. A scene that truly differs from the training data
+(snow, a desert) can also be reported: the warning asks the user to check, it never stops the
+prediction.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ Z_LIMIT = 3.0
 """Training standard deviations between the input's and the training mean that are reported."""
 SPREAD_RATIO = 5.0
 """Ratio of the input's to the training spread (either way) that is reported."""
+Z_SMALL = 1.5
+"""Mean distance, in training standard deviations, above which a small spread is reported."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +60,14 @@ class BandValues:
 
     @property
     def spread(self) -> float:
-        """Ratio of the spreads, >= 1 (larger over smaller)."""
-        low, high = sorted((max(self.std, 1e-12), max(self.train_std, 1e-12)))
-        return high / low
+        """Ratio of the input's spread to the training spread."""
+        return max(self.std, 1e-12) / max(self.train_std, 1e-12)
+
+    def far(self, z_limit: float, spread_ratio: float, z_small: float) -> bool:
+        """Whether the band lies far from the training data (the module's rule)."""
+        wide = self.spread > spread_ratio
+        narrow_and_shifted = self.spread < 1 / spread_ratio and self.shift > z_small
+        return self.shift > z_limit or wide or narrow_and_shifted
 
 
 def sample_values(source: ModalityRaster, side: int = 256) -> np.ndarray:
@@ -105,6 +118,7 @@ def value_range_warnings(
     side: int = 256,
     z_limit: float = Z_LIMIT,
     spread_ratio: float = SPREAD_RATIO,
+    z_small: float = Z_SMALL,
 ) -> list[str]:
     """One warning per modality whose values lie far from the training statistics.
 
@@ -113,7 +127,8 @@ def value_range_warnings(
         dataset: the training dataset (its ``_preprocess`` and ``stats``).
         side: longest side of the decimated read of each file, pixels.
         z_limit: mean distance reported, in training standard deviations.
-        spread_ratio: spread ratio reported (either way).
+        spread_ratio: spread ratio reported (larger; smaller together with ``z_small``).
+        z_small: mean distance above which a spread ``spread_ratio`` times smaller is reported.
 
     Returns:
         The warnings, each naming the modality, its files, the band and both value ranges.
@@ -121,13 +136,11 @@ def value_range_warnings(
     warnings = []
     for name, source in sources.items():
         far = [
-            b
-            for b in band_values(source, dataset, side)
-            if b.shift > z_limit or b.spread > spread_ratio
+            b for b in band_values(source, dataset, side) if b.far(z_limit, spread_ratio, z_small)
         ]
         if not far:
             continue
-        worst = max(far, key=lambda b: max(b.shift / z_limit, b.spread / spread_ratio))
+        worst = max(far, key=lambda b: b.shift)
         files = ", ".join(raster.path for raster in source.rasters)
         warnings.append(
             f"{name} ({files}): band {worst.band} averages {worst.mean:.4g} ± {worst.std:.3g} "

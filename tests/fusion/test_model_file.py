@@ -43,6 +43,9 @@ def tiny_run(tmp_path: Path) -> Path:
         "init_args": {"root": "somewhere", "tile_size": 16, "image_size": 32, "batch_size": 2},
     }
     (version / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+    (version / "metrics.csv").write_text(  # as the CSV logger writes it: sparse columns
+        "epoch,step,train/loss,val/miou,test/miou\n0,9,1.5,0.25,\n1,19,1.2,0.375,\n1,19,,,0.5\n"
+    )
     return checkpoint
 
 
@@ -79,6 +82,7 @@ def test_an_exported_model_predicts_exactly_what_its_checkpoint_predicts(tmp_pat
     assert "root" not in data["init_args"] and data["init_args"]["tile_size"] == 16
     assert data["modalities"]["s2"]["read_bands"] == [2, 3, 4, 8]
     assert set(data["normalization"]) == {"s1", "s2"} and data["classes"] == ["not_water", "water"]
+    assert card["metrics"] == {"test/miou": 0.5, "val/miou": 0.375}  # the last of each
     from_checkpoint = load_scene_model(checkpoint, device="cpu")
     from_export = load_scene_model(out, device="cpu")
     assert from_export.scale == from_checkpoint.scale == 2.0  # image_size / tile_size

@@ -76,3 +76,22 @@ def test_no_data_pixels_are_left_out_of_the_values(tmp_path: Path) -> None:
     values = band_values(found["s1"], dataset(cls))
     assert abs(values[0].mean - np.nanmean(s1[0])) < 0.5
     assert value_range_warnings(found, dataset(cls)) == []
+
+
+def test_a_flat_dem_is_not_reported(tmp_path: Path) -> None:
+    # A plain: elevation near the training mean with a spread 50 x smaller than training's.
+    from datamodules.dataset import MultimodalDataset
+
+    affine = from_origin(*ORIGIN, PIXEL, PIXEL)
+    flat = 200 + np.random.default_rng(4).normal(0, 5, (1, 64, 64))
+    path = write(tmp_path / "dem.tif", flat.astype(np.float32), UTM, affine, nodata=np.nan)
+    data = Quadruplets.__new__(Quadruplets)
+    MultimodalDataset.__init__(
+        data, root=".", split=Quadruplets.splits[-1], modalities=["dem"], image_size=32
+    )
+    dem = ModalityRaster("dem", path, Quadruplets.all_modalities["dem"], reference_grid(path))
+    assert band_values(dem, data)[0].spread < 1 / 20
+    assert value_range_warnings({"dem": dem}, data) == []
+    high = write(tmp_path / "high.tif", (flat + 3000).astype(np.float32), UTM, affine, np.nan)
+    alps = ModalityRaster("dem", high, Quadruplets.all_modalities["dem"], reference_grid(high))
+    assert len(value_range_warnings({"dem": alps}, data)) == 1  # 12 standard deviations up
