@@ -12,6 +12,8 @@ DATA_ROOT ?=
 BUDGET ?= 10
 ARGS ?=
 export WANDB_MODE ?= offline
+# the docs build: Material's notice about MkDocs 2.0 is no warning about these docs
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs
 
 # DATASET=quad|dfc2023 -> experiment config and folder of the embedded default data
 CONFIG_quad := experiments/pretrain_quad.yaml
@@ -20,7 +22,7 @@ EMBEDDED_quad := $(DATA_DIR)/quadruplets
 EMBEDDED_dfc2023 := $(DATA_DIR)/dfc2023
 CONFIG := $(CONFIG_$(DATASET))
 
-.PHONY: help setup data test test-slow lint format bench bench-gpu pretrain reproduce publish-results check-dataset clean
+.PHONY: help setup data test test-slow lint format docs docs-serve bench bench-gpu pretrain reproduce publish-results check-dataset clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,14 +32,15 @@ setup: $(STAMP) ## Create .venv and install the project (idempotent)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,docs]'
 	touch $@
 
 data: $(STAMP) ## Write the embedded synthetic datasets to data/ (skips what is up to date)
 	$(PY) -m datamodules.synthetic --root $(DATA_DIR)
 
-test: $(STAMP) ## Lint and run the default test suite
+test: $(STAMP) ## Lint, build the docs with --strict, run the default test suite
 	$(PY) -m ruff check .
+	$(MKDOCS) build --strict
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP) ## Run only the slow tests
@@ -50,6 +53,12 @@ lint: $(STAMP) ## ruff check and format check
 format: $(STAMP) ## Apply ruff fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+docs: $(STAMP) ## Build the documentation site into site/ (--strict: a broken link or API reference fails)
+	$(MKDOCS) build --strict
+
+docs-serve: $(STAMP) ## Serve the documentation with live reload on http://127.0.0.1:8000
+	$(MKDOCS) serve
 
 bench: data ## Benchmarks: data pipeline and backbone speed, printed side by side
 	$(PY) -m benchmarks
@@ -79,5 +88,5 @@ reproduce: data ## The paper's tables in miniature, fresh in runs/reproduce (BUD
 publish-results: $(STAMP) ## Copy the complete run in runs/reproduce to experiments/results/reproduce (clean tree only)
 	$(PY) -m fusion.reproduce --publish $(ARGS)
 
-clean: ## Remove generated data and runs (keeps .venv)
-	rm -rf $(DATA_DIR) runs lightning_logs wandb
+clean: ## Remove generated data, runs and the built docs (keeps .venv)
+	rm -rf $(DATA_DIR) runs lightning_logs wandb site

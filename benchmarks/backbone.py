@@ -26,7 +26,7 @@ that ran back to back cancels most of that.
 Each precision runs in a process of its own, as a training run does: measured in the process
 that had just timed the other precision, the bf16 pretraining ratio read 0.65-0.68 instead of
 0.63-0.65 (2-core AVX512-BF16 machine). bf16 runs only where training would use it (the CPU
-multiplies bf16 natively, `fusion.hardware.choose_precision`); where bf16 is emulated a step
+multiplies bf16 natively, `fusion.run.hardware.choose_precision`); where bf16 is emulated a step
 would take minutes, so that column is left out.
 
     python -m benchmarks.backbone [--repeats 6] [--warmup 2] [--precision fp32|bf16]
@@ -49,8 +49,8 @@ from torch import Tensor, nn
 
 from benchmarks.machine import training_precision
 from fusion import FusionOutput, MaskedFusionViT
-from fusion.hardware import PrecisionChoice
-from fusion.masking import sample_visible_tokens
+from fusion.pretraining.masking import sample_visible_tokens
+from fusion.run.hardware import PrecisionChoice
 
 BATCH = 8
 IMAGE = 256

@@ -2,7 +2,7 @@
 
 For each config, the model is built from its ``model`` section (the modalities of its
 DataModule's dataset) and trained on synthetic batches of the config's batch size and image
-size, every modality present, in the automatic precision (`fusion.hardware.choose_precision`:
+size, every modality present, in the automatic precision (`fusion.run.hardware.choose_precision`:
 bf16-mixed on GPUs with bf16, else 16-mixed). Printed per config: samples per second over the
 timed steps, peak GPU memory, and the model FLOP utilisation (MFU): the FLOPs of one training
 step (forward and backward, counted by ``torch.utils.flop_counter``) times steps per second,
@@ -27,8 +27,8 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from fusion.hardware import choose_precision
 from fusion.modality import parse_modalities
+from fusion.run.hardware import choose_precision
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {

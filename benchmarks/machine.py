@@ -3,7 +3,7 @@
 Every figure of `make bench` depends on the CPU class: AMX tiles or AVX512-BF16 multiply bf16
 natively (several times faster than float32), while on AVX2-only CPUs bf16 is emulated and
 about 200x slower. This prints the capability flags, measured float32 and bf16 matrix-product
-throughput, and the precision `fusion.hardware.choose_precision` picks, which the other
+throughput, and the precision `fusion.run.hardware.choose_precision` picks, which the other
 benchmarks then use.
 
     python -m benchmarks.machine
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from fusion.hardware import (
+from fusion.run.hardware import (
     PrecisionChoice,
     autocast_context,
     choose_precision,

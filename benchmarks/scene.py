@@ -37,8 +37,8 @@ import yaml
 from rasterio.transform import from_origin
 
 from benchmarks.backbone import paired_ratio
+from fusion.run.model_file import datamodule_from_section
 from fusion.scene import SceneModel, load_scene_model, predict_scene
-from fusion.scene.pipeline import datamodule_from_section
 from fusion.scene.predict import SceneTiles, default_workers
 from fusion.scene.sources import ModalityRaster, reference_grid, tile_windows
 from fusion.tasks import SegmentationTask

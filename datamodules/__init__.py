@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "MultimodalDataModule": "datamodules.datamodule",
     "collate_samples": "datamodules.datamodule",
-    "Modality": "datamodules.dataset",
+    "Modality": "datamodules.modality",
     "MultimodalDataset": "datamodules.dataset",
     "DFC2023": "datamodules.dfc2023",
     "CocoError": "datamodules.dfc2023",
@@ -78,9 +78,10 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from datamodules.datamodule import MultimodalDataModule, collate_samples
-    from datamodules.dataset import Modality, MultimodalDataset
+    from datamodules.dataset import MultimodalDataset
     from datamodules.dfc2023 import DFC2023, CocoError, DFC2023DataModule
     from datamodules.landcover import IGNORE_INDEX
+    from datamodules.modality import Modality
     from datamodules.modality_sampling import (
         FixedSubset,
         IndependentDrop,

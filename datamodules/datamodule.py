@@ -24,8 +24,8 @@ from datamodules.modality_sampling import (
     draw_batch_subset,
     make_modality_sampler,
 )
-from datamodules.normalization import Stats, load_stats
 from datamodules.samplers import evaluation_sampler
+from datamodules.stats import Stats, load_stats
 
 ROOT_ENVIRONMENT_VARIABLE = "FUSION_DATA_ROOT"
 """Environment variable read when a DataModule is given no ``root``."""
@@ -184,6 +184,8 @@ class MultimodalDataModule(NonGeoDataModule):
                     f"No data root: pass root (--data.root on the command line) or set "
                     f"{ROOT_ENVIRONMENT_VARIABLE}"
                 )
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"data root {root} is not a folder")
         modalities = check_modalities(modalities, tuple(dataset_class.all_modalities))
         super().__init__(
             dataset_class,

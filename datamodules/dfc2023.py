@@ -26,7 +26,8 @@ from pycocotools import mask as coco_mask
 
 from datamodules.augmentation import JointAugmentation
 from datamodules.datamodule import MultimodalDataModule
-from datamodules.dataset import Modality, MultimodalDataset, Target
+from datamodules.dataset import MultimodalDataset, Target
+from datamodules.modality import Modality
 from datamodules.modality_sampling import DrawUnit, ModalitySampling
 from datamodules.rasters import RasterError, RasterGrid
 

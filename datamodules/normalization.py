@@ -1,60 +1,28 @@
-"""Per-modality, per-channel normalization statistics, and the command that recomputes them.
+"""The command that recomputes a dataset's normalization statistics (:mod:`datamodules.stats`).
 
-Statistics are stored per dataset as ``{modality: {"mean": [...], "std": [...]}}`` (one value per
-channel, in the units the loader produces: dB for SAR, reflectance x 10000 for Sentinel-2,
-metres for elevation). Categorical modalities have none. Each dataset class carries defaults in
-``default_stats``; a JSON file written by this module's command replaces them::
+It reads a split once and writes ``{modality: {"mean": [...], "std": [...]}}`` over the valid
+pixels::
 
     python -m datamodules.normalization quadruplets --root /data/quad --split train --out quad.json
 
-and is passed to the dataset (or DataModule) as ``stats="quad.json"``.
+The file is passed to the dataset (or DataModule) as ``stats="quad.json"``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
+import datamodules
+from datamodules.stats import Stats
+
 if TYPE_CHECKING:
     from datamodules.dataset import MultimodalDataset
-
-Stats = dict[str, dict[str, list[float]]]
-"""``{modality: {"mean": [per channel], "std": [per channel]}}``."""
-
-
-def load_stats(stats: str | Path | Mapping[str, Mapping[str, list[float]]]) -> Stats:
-    """Read statistics from a JSON file, or validate a mapping given directly.
-
-    Args:
-        stats: path of a JSON file written by :func:`main`, or the mapping itself.
-
-    Returns:
-        The statistics as plain dicts.
-
-    Raises:
-        FileNotFoundError: if the file does not exist.
-        ValueError: if an entry lacks ``mean``/``std`` or has a non-positive std.
-    """
-    if isinstance(stats, str | Path):
-        path = Path(stats)
-        if not path.is_file():
-            raise FileNotFoundError(f"Normalization statistics file not found: {path}")
-        stats = json.loads(path.read_text())
-    parsed: Stats = {}
-    for name, entry in stats.items():
-        if "mean" not in entry or "std" not in entry:
-            raise ValueError(f"Statistics of {name!r} need 'mean' and 'std', got {sorted(entry)}")
-        mean, std = [float(v) for v in entry["mean"]], [float(v) for v in entry["std"]]
-        if len(mean) != len(std) or min(std) <= 0:
-            raise ValueError(f"Statistics of {name!r}: mean {mean} / std {std} are not usable")
-        parsed[name] = {"mean": mean, "std": std}
-    return parsed
 
 
 def compute_stats(dataset: MultimodalDataset, max_samples: int | None = None) -> Stats:
@@ -94,16 +62,14 @@ def compute_stats(dataset: MultimodalDataset, max_samples: int | None = None) ->
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: recompute a dataset's statistics on a split and print or save them."""
-    from datamodules import DATASETS
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("dataset", choices=sorted(datamodules.DATASETS))
     parser.add_argument("--root", required=True, help="dataset folder")
     parser.add_argument("--split", default="train")
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
-    dataset = DATASETS[args.dataset](root=args.root, split=args.split)
+    dataset = datamodules.DATASETS[args.dataset](root=args.root, split=args.split)
     text = json.dumps(compute_stats(dataset, args.max_samples), indent=2)
     if args.out is not None:
         args.out.write_text(text + "\n")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,9 +12,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from datamodules.landcover import IGNORE_INDEX
-
-if TYPE_CHECKING:
-    from datamodules.dataset import Modality, MultimodalDataset
+from datamodules.modality import Modality
 
 
 def stretch(image: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:
@@ -54,18 +52,20 @@ def class_colormap(n_classes: int) -> ListedColormap:
 
 
 def plot_sample(
-    dataset: MultimodalDataset,
+    modality_info: Mapping[str, Modality],
+    classes: Sequence[str],
     sample: Mapping[str, Any],
     show_titles: bool = True,
     suptitle: str | None = None,
 ) -> Figure:
-    """Plot a sample of ``dataset``: every modality, the mask and ``prediction`` if present.
+    """Plot a sample: every modality, the mask and ``prediction`` if present.
 
     Absent modalities are drawn as empty panels marked "absent". Instance outlines are drawn on
     the mask when the sample has ``instance_masks``.
 
     Args:
-        dataset: the dataset the sample comes from (modality metadata and class names).
+        modality_info: the dataset's modalities, in the order of ``sample["present"]``.
+        classes: the dataset's class names.
         sample: one sample (see :mod:`datamodules.dataset`).
         show_titles: write the panel titles.
         suptitle: figure title.
@@ -73,18 +73,17 @@ def plot_sample(
     Returns:
         The figure.
     """
-    panels = (
-        list(dataset.modalities) + ["mask"] + (["prediction"] if "prediction" in sample else [])
-    )
+    modalities = list(modality_info)
+    panels = modalities + ["mask"] + (["prediction"] if "prediction" in sample else [])
     figure = Figure(figsize=(3 * len(panels), 3.3), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    n_classes = len(dataset.classes)
+    n_classes = len(classes)
     for axis, key in zip(axes, panels, strict=True):
         axis.set_axis_off()
-        if key in dataset.modality_info:
-            present = bool(sample["present"][dataset.modalities.index(key)])
+        if key in modality_info:
+            present = bool(sample["present"][modalities.index(key)])
             if present:
-                image, kwargs = modality_image(sample[key], dataset.modality_info[key])
+                image, kwargs = modality_image(sample[key], modality_info[key])
                 axis.imshow(image, interpolation="nearest", **kwargs)
             else:
                 axis.text(0.5, 0.5, "absent", ha="center", va="center", transform=axis.transAxes)

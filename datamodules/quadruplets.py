@@ -30,13 +30,14 @@ from typing import Any, ClassVar
 
 from datamodules.augmentation import JointAugmentation
 from datamodules.datamodule import MultimodalDataModule
-from datamodules.dataset import Modality, MultimodalDataset, Target
+from datamodules.dataset import MultimodalDataset, Target
 from datamodules.landcover import (
     DYNAMIC_WORLD_CLASSES,
     IGNORE_INDEX,
     LANDCOVER_CLASSES,
     urban_atlas_to_classes,
 )
+from datamodules.modality import Modality
 from datamodules.modality_sampling import DrawUnit, ModalitySampling
 from datamodules.rasters import RasterGrid, read_raster
 

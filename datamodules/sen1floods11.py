@@ -21,8 +21,9 @@ from rasterio.windows import Window
 
 from datamodules.augmentation import JointAugmentation
 from datamodules.datamodule import MultimodalDataModule
-from datamodules.dataset import Modality, MultimodalDataset, Target
+from datamodules.dataset import MultimodalDataset, Target
 from datamodules.landcover import IGNORE_INDEX
+from datamodules.modality import Modality
 from datamodules.modality_sampling import DrawUnit, ModalitySampling
 from datamodules.rasters import RasterGrid, read_raster
 

@@ -1,6 +1,8 @@
-"""``python -m fusion``: the Lightning command line (see :mod:`fusion.cli`)."""
+"""``python -m fusion``: the ``fusion`` command (see :mod:`fusion.cli`)."""
 
-from fusion.cli import main
+import sys
+
+from fusion.cli import run
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

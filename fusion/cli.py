@@ -1,129 +1,205 @@
-"""Command line: Lightning CLI with ``fit``/``validate``/``test``/``predict`` subcommands.
+"""The ``fusion`` command: one front door to every command of the project.
 
-Examples::
-
-    python -m fusion fit --config experiments/pretrain_quad.yaml --data.root /data/quad
-    fusion fit --config experiments/pretrain_quad.yaml --config experiments/cpu.yaml
+    fusion --help                       the commands, one line each
+    fusion fit --config experiments/pretrain_quad.yaml --data.root /data/quad
     fusion evaluate --config experiments/segment_quad.yaml --ckpt_path last.ckpt
     fusion predict-scene --ckpt_path last.ckpt --s1 s1.tif --s2 s2.tif --out map.tif
     fusion export --ckpt_path last.ckpt --out water_model
+    fusion <command> --help             a command's options
 
-Besides Lightning's options:
-
-* The model's ``modalities`` are taken from the DataModule (``modality_specs``), so a config
-  names the data once.
-* ``trainer.precision: null`` (the configs' default) lets `fusion.hardware.choose_precision`
-  pick the device and precision from the hardware; the run prints its choice and why. An
-  explicit ``--trainer.precision`` is used as given, and ``--trainer.accelerator`` narrows the
-  automatic choice to that device.
-* ``--time_budget MINUTES`` fits the number of epochs and the learning-rate schedule to a
-  wall-clock budget (`fusion.budget.TimeBudget`), as the CPU profiles do.
-
-W&B runs offline unless ``WANDB_MODE`` says otherwise, or the run is a trial of a W&B sweep
-(``wandb agent`` sets ``WANDB_SWEEP_ID``), which must report to its sweep.
+``fit``, ``validate``, ``test`` and ``predict`` are Lightning's (`fusion.run.lightning`); the
+others are the project's own commands, each in its own module (`COMMANDS`). This module only
+dispatches, and turns errors caused by the user's input (a missing data root or file, an
+unknown modality, a bad option value) into one line on stderr and exit status 2; ``--debug``
+anywhere on the command line, or ``FUSION_DEBUG=1``, shows the full traceback instead.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
+import re
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
-import torch
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
-
-from fusion.budget import TimeBudget
-from fusion.callbacks import ProcessRandomState
-from fusion.hardware import choose_precision
+LIGHTNING = "fusion.run.lightning:run_lightning"
+"""The runner of Lightning's subcommands."""
 
 
-class FusionCLI(LightningCLI):
-    """LightningCLI with the modality link, automatic precision and a time budget."""
+@dataclass(frozen=True)
+class Command:
+    """One command of ``fusion``.
 
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
-        """Link ``data.modality_specs`` to the model; add ``--time_budget``."""
-        parser.link_arguments(
-            "data",
-            "model.init_args.modalities",
-            compute_fn=lambda data: data.modality_specs,
-            apply_on="instantiate",
-        )
-        parser.add_argument(
-            "--time_budget",
-            type=float | None,
-            default=None,
-            help="Fit the epochs and the learning-rate schedule to this many minutes of "
-            "training (fusion.budget.TimeBudget); null: run max_epochs / max_steps.",
-        )
+    Attributes:
+        name: what the user types.
+        summary: one line for ``fusion --help``.
+        target: ``"module:function"`` called with the command's arguments (the Lightning
+            commands get theirs with the command name first).
+    """
 
-    def _subcommand_config(self):  # noqa: ANN202 (jsonargparse Namespace)
-        return self.config[self.subcommand] if self.subcommand else self.config
+    name: str
+    summary: str
+    target: str
 
-    def before_instantiate_classes(self) -> None:
-        """Resolve ``trainer.precision: null`` from the hardware and say what was chosen."""
-        trainer = self._subcommand_config().trainer
-        if trainer.precision is not None:
-            rank_zero_info(f"Precision: {trainer.precision} (set in the config or command line)")
-            return
-        choice = choose_precision(accelerator=trainer.accelerator)
-        trainer.precision = choice.precision
-        if trainer.accelerator in (None, "auto"):
-            trainer.accelerator = choice.accelerator
-        rank_zero_info(
-            f"Precision: {choice.precision} on {choice.accelerator}, chosen from the hardware: "
-            f"{choice.reason} (override with --trainer.precision)"
-        )
-
-    def before_fit(self) -> None:
-        """Add the time budget, when one is set, and per-process random draws (DDP)."""
-        self.trainer.callbacks.append(ProcessRandomState())
-        minutes = self._subcommand_config().get("time_budget")
-        if minutes is not None:
-            self.trainer.callbacks.append(TimeBudget(minutes))
+    def runner(self) -> Callable[[list[str]], Any]:
+        """The function that runs the command (imported only now: ``--help`` stays fast)."""
+        module, _, function = self.target.partition(":")
+        return getattr(importlib.import_module(module), function)
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> FusionCLI:
-    """Parse ``args`` (default ``sys.argv``), build model, data and trainer, and run if asked."""
-    if "WANDB_SWEEP_ID" not in os.environ:  # a sweep trial reports to the sweep's server
-        os.environ.setdefault("WANDB_MODE", "offline")
-    torch.set_float32_matmul_precision("high")
-    return FusionCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-    )
+COMMANDS = (
+    Command(
+        "fit", "train a model from a config (Lightning: --config, --data.root, ...)", LIGHTNING
+    ),
+    Command("validate", "score a checkpoint on the validation split (Lightning)", LIGHTNING),
+    Command("test", "score a checkpoint on the test split (Lightning)", LIGHTNING),
+    Command("predict", "run a checkpoint over a DataModule's predict split (Lightning)", LIGHTNING),
+    Command(
+        "evaluate",
+        "score a checkpoint on every modality subset, with contribution tables",
+        "fusion.evaluation.command:main",
+    ),
+    Command(
+        "predict-scene",
+        "map a whole georeferenced scene from any subset of the modalities",
+        "fusion.scene.command:main",
+    ),
+    Command(
+        "export",
+        "write a checkpoint as a model folder safe to share (safetensors + card)",
+        "fusion.run.model_file:main",
+    ),
+    Command(
+        "reproduce",
+        "the paper's tables in miniature within a time budget (resumable)",
+        "fusion.reproduce.command:main",
+    ),
+)
+"""Every command, in the order ``fusion --help`` lists them."""
+
+DEBUG_FLAG = "--debug"
+DEBUG_VARIABLE = "FUSION_DEBUG"
 
 
-def main(args: list[str] | None = None) -> Any:
-    """Run the command line: Lightning's subcommands, ``evaluate``, ``predict-scene``, ``export``.
+def usage() -> str:
+    """The text of ``fusion --help``."""
+    width = max(len(command.name) for command in COMMANDS)
+    lines = [
+        "usage: fusion <command> [options] [--debug]",
+        "",
+        "Incomplete multimodal learning for remote-sensing data fusion "
+        "(Chen, Zhao, Bruzzone, TGRS 2024).",
+        "",
+        "commands:",
+        *(f"  {command.name:<{width}}  {command.summary}" for command in COMMANDS),
+        "",
+        "fusion <command> --help shows a command's options. --debug (or FUSION_DEBUG=1) shows",
+        "the full traceback of an error instead of its one-line message.",
+    ]
+    return "\n".join(lines)
 
-    ``evaluate`` is `fusion.evaluation.command`, ``predict-scene`` `fusion.scene.command`,
-    ``export`` `fusion.model_file`.
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    ValueError,
+    argparse.ArgumentError,
+)
+"""Errors that bad input raises (our checks name the file, key or value in the message)."""
+
+NONE_REASON = re.compile(r"Expected an? <class '\w*NoneType'>")
+
+
+def union_reasons(text: str) -> list[str]:
+    """The reasons jsonargparse lists under ``Errors:``, without "expected None"."""
+    if "Errors:" not in text:
+        return []
+    lines = text.split("Errors:", 1)[1].splitlines()
+    reasons = [line.strip()[2:].strip() for line in lines if line.strip().startswith("- ")]
+    reasons = [reason for reason in reasons if not NONE_REASON.match(reason)]
+    return [re.sub(r"Expected an? <class '([\w.]+)'>", r"expected \1", r) for r in reasons]
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The one-line message of an error caused by the user's input; None for other errors.
+
+    jsonargparse reports a value that fits no accepted type, or a class that failed to build,
+    as a list of attempts ("Does not validate against any of the Union subtypes ... Errors:
+    - <reason> - Expected a NoneType ... Given value: abc"); the option, the reason that is
+    not "None" and the given value are kept.
+    """
+    if not isinstance(error, USER_ERRORS) and type(error).__name__ != "UnsafeCheckpointError":
+        return None
+    text = str(error).strip() or type(error).__name__
+    reasons = union_reasons(text)
+    key = re.match(r'Parser key "([^"]+)"', text)
+    given = re.search(r"^\s*Given value: (.*)$", text, re.MULTILINE)
+    if key:
+        reason = reasons[0] if reasons else text.splitlines()[-1].strip()
+        first = f"--{key.group(1)}: {reason}"
+        if given and reasons:
+            first += f", got {given.group(1).strip()!r}"
+    elif reasons:
+        first = reasons[0]
+    else:
+        first = text.splitlines()[0]
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in first:
+        first = f"{first}: {error.filename}"
+    return first
+
+
+def main(args: Sequence[str] | None = None) -> Any:
+    """Run a command and return what it returns (for Python callers and tests).
+
+    Errors propagate (see `run` for the console's one-line messages).
 
     Args:
-        args: Command-line arguments (default ``sys.argv[1:]``).
+        args: the command line without the program name (default ``sys.argv[1:]``).
 
     Returns:
-        The CLI object, the subset results of ``evaluate`` or the `fusion.scene.SceneResult`
-        of ``predict-scene``.
+        The Lightning CLI object, the subset results of ``evaluate``, the
+        `fusion.scene.SceneResult` of ``predict-scene``, the folder of ``export``, ...
+
+    Raises:
+        SystemExit: after printing the usage, for ``--help``, no command or an unknown one.
+    """
+    args = [a for a in (sys.argv[1:] if args is None else list(args)) if a != DEBUG_FLAG]
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        raise SystemExit(0 if args else 2)
+    commands = {command.name: command for command in COMMANDS}
+    if args[0] not in commands:
+        print(usage(), file=sys.stderr)
+        known = ", ".join(commands)
+        print(f"\nfusion: error: unknown command {args[0]!r} (one of: {known})", file=sys.stderr)
+        raise SystemExit(2)
+    command = commands[args[0]]
+    return command.runner()(args if command.target == LIGHTNING else args[1:])
+
+
+def run(args: Sequence[str] | None = None) -> int:
+    """The console entry point: `main`, with one-line messages for bad input; the exit status.
+
+    Returns:
+        0 on success, 2 for an error caused by the input (its message printed on one line),
+        or the status of a ``SystemExit`` (e.g. argparse's usage errors).
     """
     args = sys.argv[1:] if args is None else list(args)
-    if args and args[0] == "evaluate":
-        from fusion.evaluation.command import main as evaluate
-
-        return evaluate(args[1:])
-    if args and args[0] == "predict-scene":
-        from fusion.scene.command import main as predict_scene
-
-        return predict_scene(args[1:])
-    if args and args[0] == "export":
-        from fusion.model_file import main as export
-
-        return export(args[1:])
-    return build_cli(args)
+    debug = DEBUG_FLAG in args or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    try:
+        main(args)
+    except Exception as error:  # noqa: BLE001 - only user errors are shortened, others re-raised
+        message = user_error_message(error)
+        if debug or message is None:
+            raise
+        name = args[0] if args else "fusion"
+        print(f"fusion {name}: error: {message}", file=sys.stderr)
+        print(f"(rerun with {DEBUG_FLAG} for the full traceback)", file=sys.stderr)
+        return 2
+    return 0

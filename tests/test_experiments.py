@@ -1,10 +1,14 @@
-"""Every experiment YAML runs one fast step through the real command line, and the subset
-evaluation command scores a checkpoint on every modality subset."""
+"""Every experiment YAML names classes that exist and runs one fast step through the real command
+line, and the subset evaluation command scores a checkpoint on every modality subset."""
 
 import csv
+import importlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from fusion.cli import main
 from tests.data.sen1floods11.data import write_sen1floods11
@@ -18,6 +22,38 @@ SEGMENTATION = {
     "segment_sen1floods11": "sen1floods11",
 }
 RUNS = sorted(path.stem for path in (REPO / "experiments/runs").glob("*.yaml"))
+
+
+def class_paths(node: Any) -> Iterator[str]:
+    """Every ``class_path`` value in a parsed YAML document, nested ones included."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "class_path" and isinstance(value, str):
+                yield value
+            else:
+                yield from class_paths(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from class_paths(item)
+
+
+def test_every_class_path_of_the_experiments_imports() -> None:
+    """The configs, their overlays and the published runs' configs name importable classes."""
+    unresolved, found = [], set()
+    for path in sorted((REPO / "experiments").rglob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            for class_path in class_paths(document):
+                found.add(class_path)
+                module, _, name = class_path.rpartition(".")
+                try:
+                    target = getattr(importlib.import_module(module), name)
+                except (ImportError, AttributeError) as error:
+                    unresolved.append(f"{path.relative_to(REPO)}: {class_path} ({error})")
+                    continue
+                if not isinstance(target, type):
+                    unresolved.append(f"{path.relative_to(REPO)}: {class_path} is not a class")
+    assert {"fusion.tasks.SegmentationTask", "fusion.run.callbacks.RunSummary"} <= found
+    assert not unresolved, "class_path values that do not import:\n" + "\n".join(unresolved)
 
 
 @pytest.fixture

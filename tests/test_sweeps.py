@@ -19,7 +19,8 @@ import pytest
 import yaml
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
-from fusion.cli import build_cli, main
+from fusion.cli import main
+from fusion.run.lightning import build_cli
 from tests.tiny_models import (
     TINY_BACKBONE,
     TINY_DECODER,

@@ -64,20 +64,20 @@ import lightning as L
 import torch
 
 from datamodules.datamodule import SeededDataLoader
-from fusion.coco import RESULTS_FILE
 from fusion.evaluation.chips import (
     check_chip_setup,
     evaluate_chips,
     evaluation_dataset,
     write_chip_tables,
-    write_quicklook,
 )
+from fusion.evaluation.coco import RESULTS_FILE
 from fusion.evaluation.contributions import (
     contributions_text,
     interaction_indices,
     plot_contributions,
     shapley_values,
 )
+from fusion.evaluation.quicklooks import write_quicklook
 from fusion.evaluation.submission import (
     check_submission_setup,
     submission_text,
@@ -85,7 +85,7 @@ from fusion.evaluation.submission import (
     write_submission_record,
 )
 from fusion.evaluation.subsets import SubsetResult, evaluate_subsets, write_subset_tables
-from fusion.model_file import load_checkpoint
+from fusion.run.model_file import load_checkpoint
 
 
 def load_weights(model: L.LightningModule, checkpoint: Path, trust: bool = False) -> None:
@@ -94,11 +94,11 @@ def load_weights(model: L.LightningModule, checkpoint: Path, trust: bool = False
     Args:
         model: The model built from the config.
         checkpoint: A Lightning checkpoint, or a model folder of ``fusion export``.
-        trust: Load a checkpoint that needs unpickling (`fusion.model_file.load_checkpoint`).
+        trust: Load a checkpoint that needs unpickling (`fusion.run.model_file.load_checkpoint`).
 
     Raises:
         FileNotFoundError: If the checkpoint does not exist.
-        fusion.model_file.UnsafeCheckpointError: If it needs unpickling and ``trust`` is False.
+        fusion.run.model_file.UnsafeCheckpointError: If it needs unpickling and ``trust`` is False.
         ValueError: If its weights do not fit the model built from the config.
     """
     state = load_checkpoint(checkpoint, trust)["state_dict"]
@@ -150,7 +150,7 @@ def contribution_metric(model: L.LightningModule, name: str | None) -> tuple[str
 
 def main(argv: list[str]) -> list:
     """Run the command; ``argv`` without the leading ``evaluate``."""
-    from fusion.cli import build_cli
+    from fusion.run.lightning import build_cli
 
     parser = argparse.ArgumentParser(prog="fusion evaluate", description=__doc__.splitlines()[0])
     parser.add_argument(

@@ -3,9 +3,9 @@
 The model runs at the DataModule's ``image_size`` (the paper: 256) on one modality subset (all
 modalities unless named); the mask logits of each tile are upsampled to the tile's annotation
 size (512 x 512 for DFC2023) before thresholding, and the instances are written with the
-annotation file's ``image_id`` and ``category_id`` (`fusion.coco`). pycocotools' ``COCOeval``
-then scores the file against the annotation file, at the annotation size, beside the AP@50 the
-task logs (torchmetrics, at the model's size against resized ground truth).
+annotation file's ``image_id`` and ``category_id`` (`fusion.evaluation.coco`). pycocotools'
+``COCOeval`` then scores the file against the annotation file, at the annotation size, beside
+the AP@50 the task logs (torchmetrics, at the model's size against resized ground truth).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from fusion.coco import RESULTS_FILE, coco_mask_ap, coco_results, write_coco_results
+from fusion.evaluation.coco import RESULTS_FILE, coco_mask_ap, coco_results, write_coco_results
 from fusion.evaluation.subsets import DISPLAY_NAMES
 from fusion.heads.inference import instance_inference
 

@@ -23,8 +23,11 @@ Every segmentation run is evaluated on all ``2^M - 1`` modality subsets of the t
 * `fusion.reproduce.stages`: datasets and stages;
 * `fusion.reproduce.plan`: equal step counts, fixed before the first stage from the budget and
   a calibration of the slowest columns' steps on this machine;
-* `fusion.reproduce.runner`: runs (fresh: a run is reused only when made by the same code and
-  command and its checkpoint exists), concurrent jobs pinned to CPUs, the budget guard;
+* `fusion.reproduce.runs`: each run's folder, commands and identity (fresh: a run is reused only
+  when made by the same code and command and its checkpoint exists);
+* `fusion.reproduce.jobs`: the calibration fits and the runs as jobs, with the budget guard;
+* `fusion.reproduce.scheduler`: concurrent jobs pinned to CPUs;
+* `fusion.reproduce.runner`: the protocol from plan to tables;
 * `fusion.reproduce.provenance`: commit, packages, machine;
 * `fusion.reproduce.tables`: mean and spread over seeds of finished runs only;
 * `fusion.reproduce.claims`: the paper's claims checked by a stated rule;
@@ -34,7 +37,8 @@ Every segmentation run is evaluated on all ``2^M - 1`` modality subsets of the t
 from fusion.reproduce.claims import CLAIMS, check_claim
 from fusion.reproduce.command import main, publish
 from fusion.reproduce.plan import DatasetPlan, KindTiming, StepPlan, plan_steps
-from fusion.reproduce.runner import Protocol, Run, StageRecord
+from fusion.reproduce.runner import Protocol
+from fusion.reproduce.runs import ProtocolRuns, Run, StageRecord
 from fusion.reproduce.stages import DATASETS, Stage, dataset_stages
 from fusion.reproduce.tables import read_scores
 
@@ -44,6 +48,7 @@ __all__ = [
     "DatasetPlan",
     "KindTiming",
     "Protocol",
+    "ProtocolRuns",
     "Run",
     "Stage",
     "StageRecord",

@@ -15,12 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from fusion.reproduce.runs import ProtocolRuns
 from fusion.reproduce.tables import Cell, Column
-
-if TYPE_CHECKING:
-    from fusion.reproduce.runner import Protocol
 
 EMPTY_TOLERANCE = 0.005
 """How close to the empty subset's score a mean counts as having learned nothing."""
@@ -198,7 +195,7 @@ def check_claim(
 
 
 def write_claims(
-    protocol: Protocol,
+    protocol: ProtocolRuns,
     columns: Mapping[str, Mapping[str, Sequence[Column]]],
     empties: Mapping[str, float | None] | None = None,
 ) -> Path:

@@ -9,9 +9,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from fusion.reproduce.runner import Protocol, now
+from fusion.reproduce.plan import StepPlan
+from fusion.reproduce.runner import Protocol, write_all_tables
+from fusion.reproduce.runs import now
 from fusion.reproduce.stages import DATASETS, EXPERIMENTS
-from fusion.reproduce.tables import write_all_tables
 
 RUN_DIR = Path("runs") / "reproduce"
 """Where a run goes by default: git-ignored, so a clone starts with nothing done."""
@@ -41,8 +42,6 @@ def saved_protocol(out_dir: Path, runs_dir: Path) -> Protocol:
         min_steps=basis["min_steps"],
         steps=basis["steps"],
     )
-    from fusion.reproduce.plan import StepPlan
-
     protocol.plan = StepPlan.from_json(saved["plan"])
     return protocol
 

@@ -5,85 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from fusion.reproduce.plan import KindTiming
+from fusion.reproduce.runs import ProtocolRuns, Run, StageRecord, now
+from fusion.reproduce.scheduler import RunJob
 from fusion.reproduce.stages import Stage
-
-if TYPE_CHECKING:
-    from fusion.reproduce.runner import Protocol
-
 
 CALIBRATION_STEPS = 8
 """Training steps of a calibration fit (the first, which pays one-time costs, is not timed)."""
-
-
-@dataclass(frozen=True)
-class Run:
-    """One stage trained with one seed."""
-
-    stage: Stage
-    seed: int
-
-    @property
-    def key(self) -> str:
-        """``dataset/stage/seed_k``."""
-        return f"{self.stage.key}/seed_{self.seed}"
-
-
-@dataclass
-class StageRecord:
-    """What a run left behind (``stage.json``).
-
-    ``status`` is ``done``, ``failed``, ``skipped`` (its pretraining did not finish) or
-    ``not_run`` (the budget ran out before it started).
-    """
-
-    status: str
-    dataset: str = ""
-    stage: str = ""
-    seed: int = 0
-    steps: int = 0
-    batch_size: int | None = None
-    fingerprint: str = ""
-    commit: str = ""
-    dirty: bool = False
-    checkpoint: str = ""
-    fit_seconds: float = 0.0
-    evaluate_seconds: float = 0.0
-    measured: dict[str, Any] = field(default_factory=dict)
-    message: str = ""
-    started: str = ""
-    finished: str = ""
-    versions: dict[str, str] = field(default_factory=dict)
-    machine: dict[str, Any] = field(default_factory=dict)
-    command: list[str] = field(default_factory=list)
-
-
-def now() -> str:
-    """Local time, to the second."""
-    return time.strftime("%Y-%m-%d %H:%M:%S")
-
-
-class RunJob:
-    """Something `Protocol.run_jobs` runs: one or more commands in sequence on one slot."""
-
-    waits_for: RunJob | None = None
-    ended = False
-
-    def ready(self) -> bool:
-        """Whether the job may start (what it waits for has ended)."""
-        return self.waits_for is None or self.waits_for.ended
-
-    def next_command(self) -> tuple[list[str], Path] | None:
-        """The first command and its log, or None to end the job without running anything."""
-        raise NotImplementedError
-
-    def command_ended(self, code: int) -> tuple[list[str], Path] | None:
-        """Takes a command's exit code; returns the next command, or None when the job ends."""
-        raise NotImplementedError
 
 
 class CalibrationJob(RunJob):
@@ -98,7 +29,7 @@ class CalibrationJob(RunJob):
             on the column).
     """
 
-    def __init__(self, protocol: Protocol, stage: Stage, folder: Path, evaluate: bool) -> None:
+    def __init__(self, protocol: ProtocolRuns, stage: Stage, folder: Path, evaluate: bool) -> None:
         self.protocol = protocol
         self.stage = stage
         self.evaluate = evaluate
@@ -172,7 +103,7 @@ class StageJob(RunJob):
     none to check (it records 0 steps) and needs only its checkpoint and ``subsets.csv``.
     """
 
-    def __init__(self, protocol: Protocol, run: Run, deadline: float, index: int, total: int):
+    def __init__(self, protocol: ProtocolRuns, run: Run, deadline: float, index: int, total: int):
         self.protocol = protocol
         self.run = run
         self.deadline = deadline

@@ -66,7 +66,7 @@ def package_versions() -> dict[str, str]:
 
 def machine_record() -> dict[str, Any]:
     """The machine class, CPU model, usable cores and the precision training picks there."""
-    from fusion.hardware import choose_precision, detect_hardware
+    from fusion.run.hardware import choose_precision, detect_hardware
 
     hardware = detect_hardware()
     model = platform.processor() or platform.machine()

@@ -15,13 +15,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from fusion.reproduce.jobs import Run
+from fusion.reproduce.runs import ProtocolRuns, Run
 from fusion.reproduce.stages import ABLATION_ORDER, DATASETS, MAIN_ORDER, Stage
-
-if TYPE_CHECKING:
-    from fusion.reproduce.runner import Protocol
 
 
 def read_scores(path: Path, metric: str) -> dict[str, float]:
@@ -75,7 +71,7 @@ class Cell:
         return cls(statistics.fmean(values), spread, len(values))
 
 
-def collect_column(protocol: Protocol, stage: Stage, title: str | None = None) -> Column:
+def collect_column(protocol: ProtocolRuns, stage: Stage, title: str | None = None) -> Column:
     """Reads a stage's finished runs (this code and plan only) for every planned seed."""
     column = Column(stage, title or stage.title)
     metric = DATASETS[stage.dataset].metric
@@ -110,7 +106,7 @@ BASELINE_NOTE = (
 """Footnote of a table with baseline columns: how they ran and why their spread is 0."""
 
 
-def table_caption(protocol: Protocol, dataset: str, columns: Sequence[Column]) -> str:
+def table_caption(protocol: ProtocolRuns, dataset: str, columns: Sequence[Column]) -> str:
     """Commit, training (as the finished runs recorded it), seeds and machine of a table.
 
     The baseline columns train nothing, so they take no part in the step count: the caption
@@ -246,7 +242,7 @@ def write_table(
     return [stem.with_suffix(suffix) for suffix in (".md", ".csv", ".png")]
 
 
-def dataset_columns(protocol: Protocol, dataset: str) -> dict[str, list[Column]]:
+def dataset_columns(protocol: ProtocolRuns, dataset: str) -> dict[str, list[Column]]:
     """The columns of a dataset's main and ablation tables (baselines first in the main one)."""
     stages = {stage.name: stage for stage in protocol.stages if stage.dataset == dataset}
     main = [collect_column(protocol, stages[name]) for name in MAIN_ORDER if name in stages]
@@ -256,7 +252,7 @@ def dataset_columns(protocol: Protocol, dataset: str) -> dict[str, list[Column]]
 
 
 def write_contributions_summary(
-    protocol: Protocol, dataset: str, columns: Sequence[Column]
+    protocol: ProtocolRuns, dataset: str, columns: Sequence[Column]
 ) -> Path | None:
     """``contributions.md``: each column's Shapley values, mean ± sd over seeds.
 
@@ -307,7 +303,7 @@ def write_contributions_summary(
     return path
 
 
-def empty_score(protocol: Protocol, dataset: str) -> float | None:
+def empty_score(protocol: ProtocolRuns, dataset: str) -> float | None:
     """The empty subset's score (the training split's majority class everywhere), if known.
 
     Read from the ``contributions.json`` of the dataset's finished ``sup_proposed`` runs.
@@ -319,25 +315,3 @@ def empty_score(protocol: Protocol, dataset: str) -> float | None:
         if protocol.is_done(run) and path.is_file():
             return float(json.loads(path.read_text())["empty"])
     return None
-
-
-def write_all_tables(protocol: Protocol) -> list[Path]:
-    """Every dataset's tables and contributions, and the claims table."""
-    from fusion.reproduce.claims import write_claims
-
-    written: list[Path] = []
-    all_columns: dict[str, dict[str, list[Column]]] = {}
-    for dataset in protocol.datasets:
-        tables = dataset_columns(protocol, dataset)
-        all_columns[dataset] = tables
-        metric = DATASETS[dataset].metric_title
-        for name, columns in tables.items():
-            caption = table_caption(protocol, dataset, columns)
-            stem = protocol.out_dir / dataset / name
-            written += write_table(stem, metric, columns, caption, protocol.plan.seeds)
-        summary = write_contributions_summary(protocol, dataset, tables["table_ablations"])
-        if summary is not None:
-            written.append(summary)
-    empties = {dataset: empty_score(protocol, dataset) for dataset in protocol.datasets}
-    written.append(write_claims(protocol, all_columns, empties))
-    return written

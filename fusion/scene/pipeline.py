@@ -2,7 +2,7 @@
 
 A scene tile must reach the model exactly as training tiles did. What that takes lives in the
 training dataset class (`datamodules.dataset.MultimodalDataset` subclasses): which bands of
-a file are read and the no-data value of files without a tag (`datamodules.dataset.Modality`),
+a file are read and the no-data value of files without a tag (`datamodules.modality.Modality`),
 unit conversions (``_preprocess``), the normalization statistics (``default_stats``, or the
 DataModule's ``stats`` override), and the resize to ``image_size``. The checkpoint itself
 holds only the model's hyper-parameters, so the pipeline is taken from the run's config
@@ -18,7 +18,6 @@ files are searched), so normalization and no-data filling cannot drift from trai
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 from collections.abc import Mapping, Sequence
@@ -33,12 +32,13 @@ from torch import Tensor
 
 import datamodules
 from datamodules.datamodule import MultimodalDataModule, collate_samples
-from datamodules.dataset import Modality, MultimodalDataset, Target
+from datamodules.dataset import MultimodalDataset, Target
+from datamodules.modality import Modality
 from datamodules.rasters import Raster
-from fusion.hardware import autocast_context, choose_precision
 from fusion.heads.inference import semantic_scores
 from fusion.modality import parse_modalities
-from fusion.model_file import load_checkpoint
+from fusion.run.hardware import autocast_context, choose_precision
+from fusion.run.model_file import datamodule_from_section, load_checkpoint
 from fusion.tasks import SegmentationTask
 from fusion.tasks.segmentation import describe_modalities
 
@@ -259,14 +259,14 @@ def load_scene_model(
         tile: tile side in model pixels (default: the model's ``img_size``); a multiple of
             the patch size.
         device: ``"cpu"``, ``"cuda"``, ... or ``"auto"`` (CUDA when available).
-        trust: load a checkpoint that needs unpickling (see `fusion.model_file`).
+        trust: load a checkpoint that needs unpickling (see `fusion.run.model_file`).
         precision: ``"auto"`` (what training would use on the device:
-            `fusion.hardware.choose_precision`), ``"32-true"``, ``"bf16-mixed"`` or
+            `fusion.run.hardware.choose_precision`), ``"32-true"``, ``"bf16-mixed"`` or
             ``"16-mixed"``.
 
     Raises:
         FileNotFoundError: if the checkpoint or the config does not exist.
-        fusion.model_file.UnsafeCheckpointError: if the checkpoint needs unpickling and
+        fusion.run.model_file.UnsafeCheckpointError: if the checkpoint needs unpickling and
             ``trust`` is False.
         ValueError: if the checkpoint is not a segmentation checkpoint, its weights do not fit,
             no data pipeline can be found, the pipeline's modalities differ from the model's,
@@ -329,22 +329,6 @@ def build_task(checkpoint: Mapping[str, Any], path: Path) -> SegmentationTask:
     except RuntimeError as error:
         raise ValueError(f"{path}: weights do not fit its own hyper-parameters: {error}") from error
     return task
-
-
-def datamodule_from_section(data: Mapping[str, Any]) -> MultimodalDataModule:
-    """The DataModule of a config's ``data`` section (``class_path``, ``init_args``); reads no data.
-
-    Raises:
-        ValueError: if the class cannot be imported.
-    """
-    module_name, _, class_name = data["class_path"].rpartition(".")
-    try:
-        datamodule_class = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"unknown DataModule {data['class_path']!r}: {error}") from error
-    kwargs = dict(data.get("init_args") or {})
-    kwargs["root"] = kwargs.get("root") or "."  # never read here
-    return datamodule_class(**kwargs)
 
 
 def training_datamodule(

@@ -173,7 +173,7 @@ def predict_scene(
         out, probabilities is not None, modality_map, model.instance, quicklook, polygon_format
     )
     check_outputs(paths, rasters, overwrite)
-    grid = reference_grid(rasters[reference][0])
+    grid = reference_grid(rasters[reference][0], reference)
     if bounds is not None:
         grid = crop_grid(grid, bounds)
     output_grid = resample_grid(grid, resolution) if resolution is not None else None

@@ -48,7 +48,7 @@ from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice, path_is_vsi
 from torchgeo.samplers import GridGeoSampler
 
-from datamodules.dataset import Modality
+from datamodules.modality import Modality
 from datamodules.rasters import RasterGrid, _nodata_mask
 from fusion.scene.blend import clip_window
 
@@ -83,14 +83,14 @@ def check_raster_path(name: str, path: RasterPath) -> str:
     return str(path)
 
 
-def reference_grid(path: RasterPath) -> RasterGrid:
-    """The pixel grid of the reference raster.
+def reference_grid(path: RasterPath, name: str = "reference") -> RasterGrid:
+    """The pixel grid of the reference raster (of modality ``name``, for messages).
 
     Raises:
         FileNotFoundError: if the file does not exist (or GDAL cannot open a GDAL path).
         ValueError: if it has no CRS or a rotated (not north-up) transform.
     """
-    path = check_raster_path("reference", path)
+    path = check_raster_path(name, path)
     with rasterio.open(path) as src:
         grid = RasterGrid(src.width, src.height, src.crs, src.transform)
     if grid.crs is None:

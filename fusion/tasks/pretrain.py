@@ -1,11 +1,13 @@
 """Self-supervised pretraining: MultiMAE reconstruction plus fusion contrast (Sec. III-D to III-F).
 
-Per batch: draw which modality tokens the encoder sees (:mod:`fusion.masking`), encode the
-visible tokens with :class:`fusion.MaskedFusionViT`, reconstruct every present modality from
-the fusion tokens with a shallow decoder per modality, and score only the hidden patches (eq.
-4). The pooled modality vectors are contrasted with their fusion vectors (eq. 5); the total is
-``reconstruction + contrastive_weight * contrastive`` (eq. 6 uses weight 1; the authors' code
-0.3). ``contrastive=False`` trains reconstruction only, the paper's "Fine. w/ G." backbone.
+Per batch: draw which modality tokens the encoder sees (:mod:`fusion.pretraining.masking`),
+encode the visible tokens with :class:`fusion.MaskedFusionViT`, reconstruct every present
+modality from the fusion tokens with a shallow decoder per modality
+(:mod:`fusion.pretraining.decoders`), and score only the hidden patches (eq. 4;
+:mod:`fusion.pretraining.losses`). The pooled modality vectors are contrasted with their
+fusion vectors (eq. 5); the total is ``reconstruction + contrastive_weight * contrastive`` (eq.
+6 uses weight 1; the authors' code 0.3). ``contrastive=False`` trains reconstruction only, the
+paper's "Fine. w/ G." backbone.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from fusion.backbone import FusionOutput, MaskedFusionViT
-from fusion.decoders import PatchDecoder
-from fusion.losses import (
+from fusion.backbone.variants import BackboneVariant
+from fusion.modality import ModalityConfig, parse_modalities
+from fusion.pretraining.decoders import PatchDecoder
+from fusion.pretraining.losses import (
     ReconstructionLoss,
     info_nce,
     masked_patch_loss,
@@ -31,17 +35,15 @@ from fusion.losses import (
     patchify,
     unpatchify,
 )
-from fusion.masking import sample_visible_tokens
-from fusion.modality import ModalityConfig, parse_modalities
-from fusion.optim import (
+from fusion.pretraining.masking import sample_visible_tokens
+from fusion.pretraining.visualization import reconstruction_figure
+from fusion.run.optim import (
     WarmupCosineSchedule,
     scaled_learning_rate,
     training_steps,
     weight_decay_groups,
 )
 from fusion.tasks.batches import split_batch, token_availability
-from fusion.variants import BackboneVariant
-from fusion.visualization import reconstruction_figure
 
 HEIGHT_MODALITIES = ("dem", "dsm", "height", "ndsm")
 """Modality names reconstructed with an L1 loss by default (heights, as in MultiMAE's depth)."""
@@ -95,8 +97,8 @@ class PretrainTask(L.LightningModule):
         embed_dim: backbone width (ViT-T: 192).
         depth: backbone blocks (ViT-T: 12).
         num_heads: backbone heads (ViT-T: 3).
-        variant: the backbone of the paper's tables (:mod:`fusion.variants`): ``"proposed"``,
-            ``"multivit"`` (the MultiViT baseline), ``"no_masked_attention"`` or
+        variant: the backbone of the paper's tables (:mod:`fusion.backbone.variants`):
+            ``"proposed"``, ``"multivit"`` (the MultiViT baseline), ``"no_masked_attention"`` or
             ``"no_modality_attention"`` (the ablations "w/o mask" and "w/o attention").
         drop_path_rate: stochastic depth of the backbone.
         visible_fraction: share of the present modality tokens the encoder sees (the paper: 1/2).

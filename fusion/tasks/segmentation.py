@@ -4,11 +4,13 @@ Per batch: the modality subset comes from the DataModule (random combinations, u
 non-empty subsets, drawn per batch or per sample, in training); patches without data are hidden
 (`fusion.tasks.batches.token_availability`) and, in training, the spatial random mask hides a
 share ``patch_dropout`` of each sample's modality tokens (PatchDropout, III-F), split among its
-modalities by proportions from a symmetric Dirichlet (IV-B-5; `fusion.masking`). The backbone's
-fusion maps after four blocks become a feature pyramid (`fusion.heads.SimpleFeaturePyramid`),
-and Mask2Former (`fusion.heads.Mask2FormerHead`) predicts per-query classes and masks, trained
-with the Hungarian-matched class, binary cross-entropy and dice losses. Absent modalities and
-hidden tokens are left out of the packed token layout, so they cost no compute.
+modalities by proportions from a symmetric Dirichlet (IV-B-5; `fusion.pretraining.masking`).
+The backbone's fusion maps after four blocks become a feature pyramid
+(`fusion.heads.SimpleFeaturePyramid`), and Mask2Former (`fusion.heads.Mask2FormerHead`)
+predicts per-query classes and masks, trained with the Hungarian-matched class, binary
+cross-entropy and dice losses. Absent modalities and hidden tokens are left out of the packed
+token layout, so they cost no compute. Validation and test scores follow
+`fusion.tasks.evaluation_hooks`.
 
 Semantic segmentation (``task="semantic"``: binary buildings, land cover) is scored by mIoU,
 building instances (``task="instance"``) by COCO AP@50 (segm). Pixels labelled 255 are ignored
@@ -23,15 +25,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
-from torchmetrics.classification import MulticlassJaccardIndex
 from torchmetrics.detection import MeanAveragePrecision
 
 from fusion.backbone import MaskedFusionViT
-from fusion.coco import COCO_RECALL_THRESHOLDS
+from fusion.backbone.variants import BackboneVariant, variant_options
+from fusion.evaluation.coco import COCO_RECALL_THRESHOLDS
 from fusion.heads import (
     InstancePrediction,
     Mask2FormerHead,
@@ -43,13 +44,12 @@ from fusion.heads import (
     semantic_inference,
     semantic_targets,
 )
-from fusion.heads.targets import IGNORE_INDEX
-from fusion.masking import ModalityShares, sample_patch_dropout
 from fusion.modality import ModalityConfig, ModalitySpec, parse_modalities
-from fusion.model_file import load_checkpoint
-from fusion.optim import StepDecaySchedule, training_steps, weight_decay_groups
-from fusion.tasks.batches import drop_empty_samples, split_batch, token_availability
-from fusion.variants import BackboneVariant, variant_options
+from fusion.pretraining.masking import ModalityShares, sample_patch_dropout
+from fusion.run.model_file import load_checkpoint
+from fusion.run.optim import StepDecaySchedule, training_steps, weight_decay_groups
+from fusion.tasks.batches import split_batch, token_availability
+from fusion.tasks.evaluation_hooks import EvaluationHooks
 
 SegmentationKind = Literal["semantic", "instance"]
 """What the head predicts: a class per pixel, or scored instance masks."""
@@ -72,7 +72,7 @@ def describe_modalities(specs: Sequence[ModalitySpec]) -> str:
     )
 
 
-class SegmentationTask(L.LightningModule):
+class SegmentationTask(EvaluationHooks):
     """Mask2Former segmentation on `fusion.MaskedFusionViT`, trained on random modality subsets.
 
     Optimizer (IV-B-5): AdamW, lr 1e-4, weight decay 0.05 (none on norms, biases, learned
@@ -90,7 +90,7 @@ class SegmentationTask(L.LightningModule):
         task: ``"semantic"`` or ``"instance"``.
         num_queries: Mask2Former queries (the paper: 9 land cover, 2 binary buildings, 100
             building instances).
-        variant: backbone preset (`fusion.variants`): ``"proposed"``, ``"multivit"``,
+        variant: backbone preset (`fusion.backbone.variants`): ``"proposed"``, ``"multivit"``,
             ``"no_masked_attention"``, ``"no_modality_attention"``.
         img_size: image side the learned fusion tokens are made for.
         patch_size: patch side (the paper: 16).
@@ -203,116 +203,39 @@ class SegmentationTask(L.LightningModule):
         )
         self.metrics = nn.ModuleDict({stage: self.make_metrics() for stage in ("val", "test")})
 
+    # -- scores, as ``fusion evaluate`` reads them (semantic: `EvaluationHooks`) -------------
     @property
     def table_metrics(self) -> dict[str, str]:
-        """Columns of the subset tables (``fusion evaluate``): title -> metric name, no stage.
-
-        mIoU for semantic tasks (and the IoU of class 1, e.g. water or building, for binary
-        ones), AP@50 for instances.
-        """
-        excluded = {"excluded tiles": "excluded_tiles"}
+        """Columns of the subset tables: AP@50 for instances, else `EvaluationHooks`'s."""
         if self.hparams.task == "instance":
-            return {"AP@50": "ap50", **excluded}
-        if self.hparams.num_classes == 2:
-            return {"mIoU": "miou", "IoU class 1": "iou_1", **excluded}
-        return {"mIoU": "miou", **excluded}
+            return {"AP@50": "ap50", "excluded tiles": "excluded_tiles"}
+        return super().table_metrics
+
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        """Scores logged per stage: ``ap50`` and ``ap`` for instances, else `EvaluationHooks`'s."""
+        if self.hparams.task == "instance":
+            return ("ap50", "ap")
+        return super().score_names
 
     def make_metrics(self) -> nn.ModuleDict:
         """The metrics of one stage: mIoU and per-class IoU, or COCO mask AP for instances."""
         if self.hparams.task == "semantic":
-            jaccard = partial(
-                MulticlassJaccardIndex, self.hparams.num_classes, ignore_index=IGNORE_INDEX
-            )
-            return nn.ModuleDict({"miou": jaccard(average="macro"), "iou": jaccard(average="none")})
+            return super().make_metrics()
         # pycocotools' recall points in double precision, so that AP matches COCOeval's
         ap = MeanAveragePrecision(iou_type="segm", rec_thresholds=COCO_RECALL_THRESHOLDS)
         return nn.ModuleDict({"ap": ap})
 
-    @property
-    def score_names(self) -> tuple[str, ...]:
-        """Names of the scores the task logs per stage (no stage prefix), losses left out.
-
-        ``miou`` and ``iou_0`` .. ``iou_<K-1>`` for semantic tasks, ``ap50`` and ``ap`` for
-        instances: the metrics `trivial_scores` gives and ``fusion evaluate`` can split into
-        modality contributions.
-        """
-        if self.hparams.task == "instance":
-            return ("ap50", "ap")
-        return ("miou", *(f"iou_{k}" for k in range(self.hparams.num_classes)))
-
-    def majority_class(self, batches: Iterable[Mapping[str, Any]]) -> int:
-        """The most frequent class of the batches' labels, ignored pixels left out.
-
-        Ties go to the smallest class id. Only ``mask`` is read, so batches whose modalities
-        were drawn at random (the training split) count the same as complete ones.
-
-        Args:
-            batches: Batches of the sample contract; ``mask`` is ``int64 [B, H, W]`` with
-                ``0..K-1`` or 255 (ignored).
-
-        Returns:
-            The class id, in ``0..K-1``.
-
-        Raises:
-            ValueError: If no pixel is labelled, or a label lies outside ``0..K-1`` and 255.
-        """
-        num_classes = self.hparams.num_classes
-        counts = torch.zeros(num_classes, dtype=torch.int64)
-        for batch in batches:
-            labels = batch["mask"]
-            labels = labels[labels != IGNORE_INDEX].flatten().cpu()
-            if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-                raise ValueError(
-                    f"labels hold class ids outside 0..{num_classes - 1} (and {IGNORE_INDEX})"
-                )
-            counts += torch.bincount(labels, minlength=num_classes)
-        if not counts.any():
-            raise ValueError("no labelled pixel: the majority class is undefined")
-        return int(counts.argmax())
-
     def trivial_scores(
         self, batches: Iterable[Mapping[str, Any]], majority: int | None = None
     ) -> dict[str, float]:
-        """Scores of a predictor that sees no input: the empty modality subset.
+        """Scores of the empty modality subset: no instance at all (``ap50`` and ``ap`` 0).
 
-        Semantic tasks: one class predicted at every pixel, scored on the batches' labels with
-        the task's own metrics (``miou``, ``iou_<k>``; pixels labelled 255 are left out). That
-        class should be the majority class of the training split (`majority_class` over the
-        training labels, as ``fusion evaluate`` does), so that the evaluated labels do not leak
-        into the empty subset's score; without ``majority`` it is the majority of ``batches``
-        themselves. Instance tasks: no prediction at all (``ap50`` and ``ap`` 0). The modality
-        contributions (`fusion.evaluation`) use it as the score of the empty subset.
-
-        Args:
-            batches: Batches of the evaluated split (only ``mask``, ``int64 [B, H, W]``, is
-                read).
-            majority: The class predicted everywhere, in ``0..K-1``; None takes the majority
-                class of ``batches``. Unused for instance tasks.
-
-        Returns:
-            Metric name (no stage prefix, as in `score_names`) -> score.
-
-        Raises:
-            ValueError: If ``majority`` is not a class id of the task, or (without it) no
-                pixel of ``batches`` is labelled.
+        Semantic tasks: the majority class everywhere (`EvaluationHooks.trivial_scores`).
         """
         if self.hparams.task == "instance":
             return {"ap50": 0.0, "ap": 0.0}
-        masks = [batch["mask"].cpu() for batch in batches]
-        if majority is None:
-            majority = self.majority_class({"mask": mask} for mask in masks)
-        if not 0 <= majority < self.hparams.num_classes:
-            raise ValueError(
-                f"majority class {majority} is not a class id 0..{self.hparams.num_classes - 1}"
-            )
-        metrics = self.make_metrics()
-        for mask in masks:
-            constant = torch.full_like(mask, majority)
-            metrics["miou"].update(constant, mask)
-            metrics["iou"].update(constant, mask)
-        scores = {"miou": float(metrics["miou"].compute())}
-        scores |= {f"iou_{k}": float(v) for k, v in enumerate(metrics["iou"].compute())}
-        return scores
+        return super().trivial_scores(batches, majority)
 
     # -- the model ----------------------------------------------------------------------------
     def forward(
@@ -350,9 +273,9 @@ class SegmentationTask(L.LightningModule):
         """Predict a batch of the sample contract.
 
         Patches without data are hidden, and in training the spatial random mask
-        (`fusion.masking.sample_patch_dropout`) hides more; absent modalities and hidden tokens
-        are left out of the token layout (packed), so they cost nothing. A batch that hides
-        nothing runs on the plain grid.
+        (`fusion.pretraining.masking.sample_patch_dropout`) hides more; absent modalities and
+        hidden tokens are left out of the token layout (packed), so they cost nothing. A batch
+        that hides nothing runs on the plain grid.
         """
         inputs, present = split_batch(batch, self.modality_names)
         patch = self.hparams.patch_size
@@ -428,17 +351,14 @@ class SegmentationTask(L.LightningModule):
 
     def log_metrics(self, stage: str) -> None:
         """Log and reset the stage's metrics: ``miou`` and ``iou_<k>``, or ``ap50`` and ``ap``."""
-        metrics = self.metrics[stage]
         if self.hparams.task == "semantic":
-            self.log(f"{stage}/miou", metrics["miou"].compute(), prog_bar=True)
-            for index, value in enumerate(metrics["iou"].compute()):
-                self.log(f"{stage}/iou_{index}", value)
-        else:
-            scores = metrics["ap"].compute()
-            self.log(f"{stage}/ap50", scores["map_50"], prog_bar=True)
-            self.log(f"{stage}/ap", scores["map"])
-        for metric in metrics.values():
-            metric.reset()
+            super().log_metrics(stage)
+            return
+        metrics = self.metrics[stage]
+        scores = metrics["ap"].compute()
+        self.log(f"{stage}/ap50", scores["map_50"], prog_bar=True)
+        self.log(f"{stage}/ap", scores["map"])
+        metrics["ap"].reset()
 
     # -- Lightning hooks ----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -446,35 +366,10 @@ class SegmentationTask(L.LightningModule):
         loss, _ = self.shared_step(batch, "train")
         return loss
 
-    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
-        """Loss and metrics of a validation or test batch.
-
-        Tiles on which the evaluated modality subset holds no data (``present`` all False)
-        are left out of the score and counted in ``<stage>/excluded_tiles``.
-        """
-        batch, excluded = drop_empty_samples(batch)
-        excluded_name = f"{stage}/excluded_tiles"  # summed over the processes too (DDP)
-        self.log(excluded_name, float(excluded), reduce_fx="sum", batch_size=1, sync_dist=True)
-        if not len(batch["present"]):
-            return
+    def score_batch(self, batch: dict[str, Any], stage: str) -> None:
+        """Loss and metrics of a validation or test batch."""
         _, predictions = self.shared_step(batch, stage)
         self.update_metrics(stage, predictions, batch)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Validation loss and metrics."""
-        self.evaluation_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Test loss and metrics."""
-        self.evaluation_step(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        """Log the validation metrics."""
-        self.log_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        """Log the test metrics."""
-        self.log_metrics("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Predictions at the input resolution.
@@ -516,7 +411,7 @@ class SegmentationTask(L.LightningModule):
             ValueError: if the checkpoint's modalities differ from this model's (the
                 DataModule's), or it holds no backbone weights.
         """
-        checkpoint = load_checkpoint(path)  # never unpickled (fusion.model_file)
+        checkpoint = load_checkpoint(path)  # never unpickled (fusion.run.model_file)
         theirs = checkpoint.get("hyper_parameters", {}).get("modalities")
         if theirs is None:
             raise ValueError(

@@ -22,28 +22,26 @@ shown modality holds data is called not water. The thresholds come from one of t
 
 The task runs through ``fusion fit`` and ``fusion evaluate`` like
 `fusion.tasks.SegmentationTask` in its binary semantic case (the same metric names, tables and
-trivial predictor), so its scores sit in the same tables. It has no parameters: nothing is
-learned by gradient, and Lightning runs it without an optimizer (manual optimization, no steps).
+trivial predictor: `fusion.tasks.evaluation_hooks`), so its scores sit in the same tables. It
+has no parameters: nothing is learned by gradient, and Lightning runs it without an optimizer
+(manual optimization, no steps).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Literal
 
-import lightning as L
 import torch
 from kornia.filters import otsu_threshold
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassJaccardIndex
 
 from fusion.heads.targets import IGNORE_INDEX
 from fusion.modality import ModalityConfig, parse_modalities
-from fusion.tasks.batches import drop_empty_samples, split_batch
-from fusion.tasks.segmentation import SegmentationTask
+from fusion.tasks.batches import split_batch
+from fusion.tasks.evaluation_hooks import EvaluationHooks
 
 ThresholdRule = Literal["fixed", "otsu", "fitted"]
 """Where the thresholds come from: given, per tile by Otsu, or fitted on the training split."""
@@ -145,19 +143,7 @@ def best_iou_threshold(
     return float((edges[first] + edges[last]) / 2), float(iou[first])
 
 
-def semantic_metrics(num_classes: int) -> nn.ModuleDict:
-    """The metrics of a stage: mIoU (``miou``, macro) and per-class IoU (``iou``), 255 ignored."""
-    jaccard = partial(MulticlassJaccardIndex, num_classes, ignore_index=IGNORE_INDEX)
-    return nn.ModuleDict({"miou": jaccard(average="macro"), "iou": jaccard(average="none")})
-
-
-def semantic_scores(metrics: nn.ModuleDict) -> dict[str, Tensor]:
-    """``miou`` and ``iou_<k>`` of `semantic_metrics`, computed (not reset)."""
-    scores = {"miou": metrics["miou"].compute()}
-    return scores | {f"iou_{k}": value for k, value in enumerate(metrics["iou"].compute())}
-
-
-class ThresholdTask(L.LightningModule):
+class ThresholdTask(EvaluationHooks):
     """Water where VH is low or NDWI is high: a thresholding baseline with the tasks' interface.
 
     Args:
@@ -228,57 +214,6 @@ class ThresholdTask(L.LightningModule):
         counts = torch.zeros(len(self.indices), 2, HISTOGRAM_BINS, dtype=torch.int64)
         self.register_buffer("histograms", counts, persistent=False)
         self.metrics = nn.ModuleDict({stage: self.make_metrics() for stage in ("val", "test")})
-
-    # -- what `fusion evaluate` reads, as SegmentationTask's binary semantic case -------------
-    @property
-    def table_metrics(self) -> dict[str, str]:
-        """Columns of the subset tables: title -> metric name, no stage."""
-        return {"mIoU": "miou", "IoU class 1": "iou_1", "excluded tiles": "excluded_tiles"}
-
-    @property
-    def score_names(self) -> tuple[str, ...]:
-        """Names of the scores logged per stage, no prefix: ``miou``, ``iou_0``, ``iou_1``."""
-        return ("miou", *(f"iou_{k}" for k in range(self.hparams.num_classes)))
-
-    def make_metrics(self) -> nn.ModuleDict:
-        """The metrics of one stage: mIoU and per-class IoU."""
-        return semantic_metrics(self.hparams.num_classes)
-
-    def majority_class(self, batches: Iterable[Mapping[str, Any]]) -> int:
-        """The most frequent label of the batches (`SegmentationTask.majority_class`)."""
-        return SegmentationTask.majority_class(self, batches)
-
-    def trivial_scores(
-        self, batches: Iterable[Mapping[str, Any]], majority: int | None = None
-    ) -> dict[str, float]:
-        """Scores of one class predicted everywhere: the empty modality subset.
-
-        As `SegmentationTask.trivial_scores` for semantic tasks.
-
-        Args:
-            batches: Batches of the evaluated split (only ``mask``, ``int64 [B, H, W]``).
-            majority: The class predicted, e.g. the training split's majority; None takes the
-                majority of ``batches``.
-
-        Returns:
-            ``miou`` and ``iou_<k>`` -> score.
-
-        Raises:
-            ValueError: If ``majority`` is not a class id.
-        """
-        masks = [batch["mask"].cpu() for batch in batches]
-        if majority is None:
-            majority = self.majority_class({"mask": mask} for mask in masks)
-        if not 0 <= majority < self.hparams.num_classes:
-            raise ValueError(
-                f"majority class {majority} is not a class id 0..{self.hparams.num_classes - 1}"
-            )
-        metrics = self.make_metrics()
-        for mask in masks:
-            constant = torch.full_like(mask, majority)
-            metrics["miou"].update(constant, mask)
-            metrics["iou"].update(constant, mask)
-        return {name: float(value) for name, value in semantic_scores(metrics).items()}
 
     # -- physical units -----------------------------------------------------------------------
     def set_stats(self, stats: Mapping[str, Mapping[str, list[float]]]) -> None:
@@ -444,45 +379,12 @@ class ThresholdTask(L.LightningModule):
         """No optimizer: the thresholds are counted or given, not learned by gradient."""
         return []
 
-    # -- evaluation ---------------------------------------------------------------------------
-    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
-        """Add a validation or test batch to the stage's metrics.
-
-        Tiles on which the evaluated modality subset holds no data (``present`` all False)
-        are left out of the score and counted in ``<stage>/excluded_tiles``.
-        """
-        batch, excluded = drop_empty_samples(batch)
-        excluded_name = f"{stage}/excluded_tiles"  # summed over the processes too (DDP)
-        self.log(excluded_name, float(excluded), reduce_fx="sum", batch_size=1, sync_dist=True)
-        if not len(batch["present"]):
-            return
+    # -- evaluation (the hooks and the metrics are `EvaluationHooks`') ----------------------
+    def score_batch(self, batch: dict[str, Any], stage: str) -> None:
+        """Add a validation or test batch's class maps to the stage's metrics."""
         classes = self(batch)
         for metric in self.metrics[stage].values():
             metric.update(classes, batch["mask"])
-
-    def log_metrics(self, stage: str) -> None:
-        """Log and reset the stage's ``miou`` and ``iou_<k>``."""
-        metrics = self.metrics[stage]
-        for name, value in semantic_scores(metrics).items():
-            self.log(f"{stage}/{name}", value, prog_bar=name == "miou")
-        for metric in metrics.values():
-            metric.reset()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Validation metrics."""
-        self.evaluation_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Test metrics."""
-        self.evaluation_step(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        """Log the validation metrics."""
-        self.log_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        """Log the test metrics."""
-        self.log_metrics("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """``name`` (tile names) and ``semantic`` (``int64 [B, H, W]``) of a batch."""

@@ -1,7 +1,7 @@
 import torch
 
 from benchmarks.backbone import measure, precisions_to_measure, visibility_draws
-from fusion.hardware import PrecisionChoice
+from fusion.run.hardware import PrecisionChoice
 
 
 def test_bf16_is_measured_only_where_training_uses_it() -> None:

@@ -2,11 +2,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 
 from datamodules import Quadruplets
-from datamodules.normalization import compute_stats, load_stats, main
+from datamodules.normalization import compute_stats, main
+from datamodules.stats import load_stats
 
 
 def test_compute_stats_matches_numpy(quadruplets_root: Path) -> None:
@@ -27,12 +27,3 @@ def test_command_writes_json_that_datasets_read(quadruplets_root: Path, tmp_path
     assert ds.stats == load_stats(stats)
     sample = ds[0]
     assert abs(float(sample["s1"].mean())) < 0.5
-
-
-def test_bad_stats_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="'s1'"):
-        load_stats({"s1": {"mean": [0.0]}})
-    with pytest.raises(ValueError, match="'dem'"):
-        load_stats({"dem": {"mean": [0.0], "std": [0.0]}})
-    with pytest.raises(FileNotFoundError, match="nope.json"):
-        load_stats(tmp_path / "nope.json")

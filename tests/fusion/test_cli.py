@@ -3,14 +3,20 @@
 import csv
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
 import pytest
 
-from fusion.budget import TimeBudget
-from fusion.cli import main
-from fusion.hardware import Hardware
+from fusion.cli import COMMANDS, main, run
+from fusion.run.budget import TimeBudget
+from fusion.run.hardware import Hardware
+from tests.fusion.scene.scenes import save_checkpoint, tiny_task
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,8 +83,12 @@ def step_losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_one_fast_training_step(quadruplets_root: Path, tmp_path: Path) -> None:
-    cli = main(cli_args(quadruplets_root, tmp_path, "--trainer.fast_dev_run", "1"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = main(cli_args(quadruplets_root, tmp_path, "--trainer.fast_dev_run", "1"))
     assert cli.trainer.global_step == 1
+    # Called from Python with pytest's own arguments in sys.argv: no warning about that.
+    assert not [w for w in caught if "args parameter is intended" in str(w.message)]
     assert cli.model.backbone.modality_names == ("s1", "s2", "dem", "dnw")
 
 
@@ -160,7 +170,7 @@ def test_precision_is_chosen_from_the_hardware(
     expected: str,
 ) -> None:
     flags = {**dict(cuda=False, cuda_bf16=False, amx=False, avx512_bf16=False), **machine}
-    monkeypatch.setattr("fusion.hardware.detect_hardware", lambda: Hardware(**flags))
+    monkeypatch.setattr("fusion.run.hardware.detect_hardware", lambda: Hardware(**flags))
     with caplog.at_level(logging.INFO):
         cli = main(cli_args(quadruplets_root, tmp_path, "--trainer.fast_dev_run", "1", *extra))
     assert cli.trainer.precision == expected
@@ -188,3 +198,103 @@ def test_time_budget_plans_the_epochs(
     assert cli.trainer.current_epoch <= budget.planned_epochs
     schedule = cli.trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
     assert schedule.total_steps == budget.planned_epochs * cli.trainer.num_training_batches
+
+
+def test_help_lists_every_command_with_one_line(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    assert stopped.value.code == 0
+    printed = capsys.readouterr().out
+    names = [command.name for command in COMMANDS]
+    expected = ["fit", "validate", "test", "predict", "evaluate", "predict-scene", "export"]
+    assert set(expected) <= set(names)
+    for command in COMMANDS:
+        line = rf"^  {re.escape(command.name)} +{re.escape(command.summary)}$"
+        assert re.search(line, printed, re.MULTILINE), command.name
+        assert callable(command.runner())  # every command's module and function exist
+    with pytest.raises(SystemExit) as stopped:
+        main(["frobnicate"])
+    assert stopped.value.code == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def one_line_error(capsys: pytest.CaptureFixture, args: list[str]) -> str:
+    """The error line of a command that must fail on its input, checked to be one line."""
+    assert run(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert "Traceback" not in captured.err + captured.out
+    assert lines[-1] == "(rerun with --debug for the full traceback)"
+    assert lines[-2].startswith(f"fusion {args[0]}: error: ")
+    return lines[-2]
+
+
+def test_bad_input_ends_in_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = ["--config", str(REPO / "experiments/segment_quad.yaml")]
+    line = one_line_error(capsys, ["fit", *config, "--data.root", str(tmp_path / "none")])
+    assert line.endswith(f"data root {tmp_path / 'none'} is not a folder")
+    line = one_line_error(
+        capsys, ["fit", *config, "--data.root", str(tmp_path), "--trainer.max_epochs", "abc"]
+    )
+    assert line.endswith("--trainer.max_epochs: expected int, got 'abc'")
+    line = one_line_error(capsys, ["fit", *config, "--data.root", str(tmp_path), "--trainerx", "1"])
+    assert "--trainerx" in line
+    line = one_line_error(
+        capsys, ["predict-scene", "--ckpt_path", str(tmp_path / "no.ckpt"), "--out", "m.tif"]
+    )
+    assert line.endswith(f"checkpoint not found: {tmp_path / 'no.ckpt'}")
+    checkpoint = save_checkpoint(tiny_task(), tmp_path / "run/checkpoints/last.ckpt")
+    scene = ["predict-scene", "--ckpt_path", str(checkpoint), "--out", str(tmp_path / "m.tif")]
+    line = one_line_error(capsys, [*scene, "--dem", "dem.tif"])
+    assert "modality 'dem' is not one of the checkpoint's modalities (s1, s2)" in line
+    line = one_line_error(capsys, [*scene, "--s1", str(tmp_path / "s1.tif")])
+    assert line.endswith(f"s1 raster not found: {tmp_path / 's1.tif'}")
+
+
+def test_debug_shows_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["predict-scene", "--ckpt_path", str(tmp_path / "no.ckpt"), "--out", "m.tif"]
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        run([*args, "--debug"])
+    monkeypatch.setenv("FUSION_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        run(args)
+    monkeypatch.setenv("FUSION_DEBUG", "0")
+    assert run(args) == 2
+
+
+def test_the_command_in_a_fresh_process_says_only_what_the_user_caused(
+    quadruplets_root: Path, tmp_path: Path
+) -> None:
+    unset = ("FUSION_DATA_ROOT", "PYTHONWARNINGS")  # as a user's shell has them
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
+
+    def fusion(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "fusion", *args],
+            cwd=tmp_path,  # the configs' loggers write runs/ here
+            env={**environment, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    helped = fusion("--help")
+    assert helped.returncode == 0 and "predict-scene" in helped.stdout
+    assert helped.stderr == ""
+    failed = fusion("fit", "--config", str(REPO / "experiments/segment_quad.yaml"))
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines()[-2:] == [
+        "fusion fit: error: No data root: pass root (--data.root on the command line) or set "
+        "FUSION_DATA_ROOT",
+        "(rerun with --debug for the full traceback)",
+    ]
+    assert "warn" not in (failed.stdout + failed.stderr).lower()
+    # A real run with the config's own loggers (CSV and W&B offline): no warning either.
+    args = cli_args(quadruplets_root, tmp_path, "--trainer.max_steps", "1")
+    logger = args.index("--trainer.logger")
+    del args[logger : logger + 2]
+    ran = fusion(*args, "--trainer.limit_val_batches", "1")
+    assert ran.returncode == 0, ran.stderr
+    assert "warn" not in (ran.stdout + ran.stderr).lower(), ran.stdout + ran.stderr

@@ -20,10 +20,11 @@ from pycocotools.coco import COCO
 
 from datamodules.datamodule import collate_samples
 from datamodules.dfc2023 import DFC2023
-from fusion.cli import build_cli, main
-from fusion.coco import coco_mask_ap
+from fusion.cli import main
+from fusion.evaluation.coco import coco_mask_ap
 from fusion.evaluation.submission import predict_results
 from fusion.heads.mask2former import MaskPredictions
+from fusion.run.lightning import build_cli
 from fusion.tasks import SegmentationTask
 from tests.data.dfc2023.data import write_dfc2023
 from tests.tiny_models import TINY_BACKBONE, TINY_HEAD, model_arguments, quiet_run_arguments

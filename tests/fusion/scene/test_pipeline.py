@@ -9,8 +9,8 @@ from rasterio.windows import Window
 
 from datamodules.datamodule import collate_samples
 from datamodules.sen1floods11 import Sen1Floods11Chip
-from fusion.hardware import choose_precision
 from fusion.heads.inference import semantic_scores
+from fusion.run.hardware import choose_precision
 from fusion.scene import load_scene_model, predict_scene
 from fusion.scene.pipeline import CPU_BATCH
 from fusion.scene.sources import ModalityRaster, reference_grid
