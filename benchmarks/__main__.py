@@ -7,4 +7,4 @@ if __name__ == "__main__":
     data_pipeline.main([])
     backbone.main()
     segmentation.main()
-    scene.main(["--size", "1024"])  # a quarter of the README's 2048 scene: fits slow CPUs
+    scene.main(["--size", "1024"])  # a quarter of docs/benchmarks.md's scene: fits slow CPUs

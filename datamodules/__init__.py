@@ -1,7 +1,7 @@
 """TorchGeo datasets and DataModules for missing-modality remote-sensing fusion.
 
-Every dataset returns the sample contract of :mod:`datamodules.dataset`; every DataModule draws a
-random modality subset per training sample (:mod:`datamodules.modality_sampling`).
+Every dataset returns the sample contract of `datamodules.dataset`; every DataModule draws a
+random modality subset per training sample (`datamodules.modality_sampling`).
 
 Names are imported on first use, so that light submodules (the class tables, the synthetic-data
 generator) load without torch.

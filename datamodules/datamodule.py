@@ -37,7 +37,7 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch samples: stack tensors, keep per-sample lists for instances and names.
 
     Args:
-        samples: samples of one dataset (see :mod:`datamodules.dataset`).
+        samples: samples of one dataset (see `datamodules.dataset`).
 
     Returns:
         ``<modality>``: ``[B, C, H, W]``; ``present``: ``[B, M]``; ``mask``: ``[B, H, W]``;
@@ -55,7 +55,7 @@ class SeededDataLoader(DataLoader):
     """A DataLoader whose dataset draws its random choices from the loader's own generator.
 
     The modality draws and the augmentation of a
-    :class:`~datamodules.dataset.MultimodalDataset` come from ``dataset.generator``. Every pass
+    `datamodules.dataset.MultimodalDataset` come from ``dataset.generator``. Every pass
     over the data seeds it from this loader's ``generator``: in this process without workers,
     in each worker (from the worker's seed, which the loader draws from the same generator)
     with them. Loading then never touches torch's global generator, and the loader's generator
@@ -127,14 +127,14 @@ def _windows_intersect(first: Window | None, second: Window | None) -> bool:
 
 
 class MultimodalDataModule(NonGeoDataModule):
-    """TorchGeo DataModule for a :class:`~datamodules.dataset.MultimodalDataset`.
+    """TorchGeo DataModule for a `datamodules.dataset.MultimodalDataset`.
 
     The training split shows random modality subsets (``train_modalities``, default uniform
     over the non-empty subsets, paper Sec. III-F), drawn once per batch (``train_modalities_per:
     batch``, the paper's IV-B-5: every sample of a step shows the same subset, so nothing is
     padded) or once per sample, and is augmented; validation and test show
     ``eval_modalities`` (default all) without augmentation. Use
-    :meth:`set_eval_modalities` to evaluate another subset with the same datasets. An
+    `set_eval_modalities` to evaluate another subset with the same datasets. An
     evaluation subset is never swapped for other modalities: a tile where it has no data gives
     a sample with ``present`` all False, to be left out of that subset's score and counted.
     Splits that share a tile or region are refused when they are set up.
@@ -154,7 +154,7 @@ class MultimodalDataModule(NonGeoDataModule):
         stats: normalization statistics (mapping or JSON path), None for the defaults.
         train_modalities_per: ``"batch"``: one draw of ``train_modalities`` per training
             batch (the tiles are loaded with every modality they have, and the draw is applied
-            in :meth:`on_after_batch_transfer`; a tile with none of the drawn modalities gets a
+            in `on_after_batch_transfer`; a tile with none of the drawn modalities gets a
             draw of its own, counted in the batch's ``subset_fallback``); ``"sample"``: one
             draw per sample, in the dataset.
         **dataset_kwargs: further arguments of ``dataset_class``.
@@ -294,8 +294,8 @@ class MultimodalDataModule(NonGeoDataModule):
         """DataLoader of one split.
 
         The training loader draws its shuffle, its workers' seeds and, through
-        :class:`SeededDataLoader`, the samples' modality subsets and augmentation from
-        :attr:`train_generator` (seeded from the run's seed plus the process's rank, saved in
+        `SeededDataLoader`, the samples' modality subsets and augmentation from
+        `train_generator` (seeded from the run's seed plus the process's rank, saved in
         checkpoints), with or without workers; its workers are not persistent, so that a
         resumed run draws the same samples as an uninterrupted one. Evaluation loaders have a
         generator of their own. Neither touches torch's global generator, which the tasks use
@@ -303,7 +303,7 @@ class MultimodalDataModule(NonGeoDataModule):
 
         In a distributed run (``torch.distributed`` initialised, more than one process), the
         evaluation loaders ('val', 'test', 'predict') split the tiles among the processes
-        without padding (:func:`~datamodules.samplers.evaluation_sampler`), so that the
+        without padding (`datamodules.samplers.evaluation_sampler`), so that the
         metrics, synchronised over the processes, count every tile once. Lightning keeps a
         sampler that is already a ``DistributedSampler`` and gives the training loader its own.
         """
@@ -354,7 +354,7 @@ class MultimodalDataModule(NonGeoDataModule):
     def draw_batch_modalities(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Show one random modality subset in a whole training batch (``per: batch``).
 
-        The draw comes from :attr:`subset_generator` (seeded like the training loader, saved in
+        The draw comes from `subset_generator` (seeded like the training loader, saved in
         checkpoints). Modalities left out become absent as the sample contract says: ``present``
         and ``valid`` False, zeros (the no-data id for class maps) in their rasters.
 

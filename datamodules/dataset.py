@@ -1,20 +1,20 @@
 """The sample pipeline shared by every multimodal dataset of this package.
 
-A dataset subclass says where its tiles are (:meth:`MultimodalDataset._tile_paths`) and how its
-targets are read (:meth:`MultimodalDataset._read_target`); this class does the rest, in order:
+A dataset subclass says where its tiles are (`MultimodalDataset._tile_paths`) and how its
+targets are read (`MultimodalDataset._read_target`); this class does the rest, in order:
 
-1. draw the sample's modality subset (:mod:`datamodules.modality_sampling`) and read only its
+1. draw the sample's modality subset (`datamodules.modality_sampling`) and read only its
    modalities, checking band counts and that all share one grid. A modality that is no data
    over the whole tile is absent for that sample. A random rule whose draw has no data left is
    redrawn (uniform stays uniform over the subsets the tile has); a fixed subset (evaluation)
    is never swapped for other modalities: if it has no data on the tile, the sample has no
    modality at all (``present`` all False) and must be left out of that subset's score;
 2. fill no-data pixels (NaN, infinite, or the file's or the modality's no-data value) with the
-   modality mean, or the no-data id :attr:`Modality.nodata_id` for class maps, and mark them
+   modality mean, or the no-data id `Modality.nodata_id` for class maps, and mark them
    invalid in ``valid``; the semantic mask is not touched (its ignore comes from the label's own
    no data only, so every modality subset is scored on the same pixels);
 3. resize to ``image_size`` (area/bilinear for images, nearest for class maps and masks);
-4. augment (:class:`datamodules.augmentation.JointAugmentation`), training only;
+4. augment (`datamodules.augmentation.JointAugmentation`), training only;
 5. normalize continuous modalities with the dataset's statistics;
 6. return tensors, with placeholders for absent modalities (see the sample contract below).
 
@@ -29,7 +29,7 @@ Sample contract (a ``dict``):
 - ``valid``: ``bool [M, H, W]``, True where the modality is present and its pixel holds data
   (reconstruction losses skip the rest; a patch without any valid pixel is hidden from the
   model, see ``fusion.tasks.batches.token_availability``).
-- ``mask``: ``int64 [H, W]`` semantic labels, :data:`~datamodules.landcover.IGNORE_INDEX`
+- ``mask``: ``int64 [H, W]`` semantic labels, `datamodules.landcover.IGNORE_INDEX`
   (255) where the label is unknown or has no data.
 - ``name``: tile name.
 - instance datasets add ``instance_masks`` (``bool [N, H, W]``), ``boxes`` (``float32 [N, 4]``,
@@ -73,7 +73,7 @@ class Target:
 
     Attributes:
         mask: semantic labels ``[H, W]`` (uint8), 255
-            (:data:`~datamodules.landcover.IGNORE_INDEX`) where unknown.
+            (`datamodules.landcover.IGNORE_INDEX`) where unknown.
         instance_masks: per-instance binary masks, each ``[H, W]`` uint8 (instance datasets).
         instance_labels: class id ``0..K-1`` of each instance.
         invalid: ``[H, W]`` bits, bit m set where modality m (dataset order) is no data; set by
@@ -94,7 +94,7 @@ class MultimodalDataset(NonGeoDataset):
         split: ``"train"``, ``"val"`` or ``"test"``.
         modalities: modalities to use, in order (default: all of the dataset's).
         modality_sampling: which modalities each sample shows (see
-            :mod:`datamodules.modality_sampling`); default every one.
+            `datamodules.modality_sampling`); default every one.
         image_size: resize tiles to ``image_size x image_size`` (None: native size).
         augmentation: geometric augmentation applied to every sample, or None.
         stats: normalization statistics (mapping or JSON path); None for ``default_stats``.
@@ -206,7 +206,7 @@ class MultimodalDataset(NonGeoDataset):
 
         Returns:
             name -> raster (``data`` ``[C, H, W]``, no-data mask, grid), ``rasters`` included;
-            modalities without a file for the tile (see :meth:`_tile_paths`) are left out.
+            modalities without a file for the tile (see `_tile_paths`) are left out.
 
         Raises:
             FileNotFoundError: if a file is missing.

@@ -72,10 +72,10 @@ class DFC2023(MultimodalDataset):
         root: dataset folder (see the module docstring).
         split: ``"train"``, ``"val"`` or ``"test"``.
         modalities: modalities to use (default: ``rgb``, ``sar``, ``dsm``).
-        modality_sampling: modality subset rule (see :mod:`datamodules.modality_sampling`).
+        modality_sampling: modality subset rule (see `datamodules.modality_sampling`).
         image_size: resize tiles to this size (the paper: 256); None keeps 512.
         augmentation: geometric augmentation, or None.
-        stats: normalization statistics, None for :attr:`default_stats`.
+        stats: normalization statistics, None for `default_stats`.
         normalize: apply the statistics.
         instances: return the building instances (False saves their decoding when only the
             semantic mask or no label is needed, as in pretraining).
@@ -233,7 +233,7 @@ def _load_coco(path: Path) -> tuple[list[dict], dict[int, list[dict]], list[dict
 
 
 def _check_segmentation(segmentation: Any, where: str) -> None:
-    """Raise :class:`CocoError` unless ``segmentation`` is usable polygons or an RLE."""
+    """Raise `CocoError` unless ``segmentation`` is usable polygons or an RLE."""
     if isinstance(segmentation, dict):
         if not {"counts", "size"} <= set(segmentation):
             raise CocoError(f"{where}: RLE segmentation needs 'counts' and 'size'")
@@ -265,7 +265,7 @@ def _segmentation_rle(segmentation: list | dict, height: int, width: int) -> dic
 
 
 class DFC2023DataModule(MultimodalDataModule):
-    """DataModule of DFC2023 Track 2 (see :class:`DFC2023`).
+    """DataModule of DFC2023 Track 2 (see `DFC2023`).
 
     Args:
         root: dataset folder; None reads ``FUSION_DATA_ROOT``.

@@ -4,7 +4,7 @@ The quadruplet labels are UrbanAtlas 2018 codes (27 classes, five-digit codes su
 The paper merges them into seven classes; the merge below follows the UrbanAtlas hierarchy:
 level 1.1 (urban fabric), levels 1.2 + 1.3 (other artificial surfaces), level 1.4 (artificial
 vegetated areas), level 2 (agriculture), 3.1 (forest), 3.2 + 3.3 (herbaceous and open land), and
-levels 4 + 5 (wetlands and water). Codes outside the table map to :data:`IGNORE_INDEX`.
+levels 4 + 5 (wetlands and water). Codes outside the table map to `IGNORE_INDEX`.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def urban_atlas_to_classes(codes: np.ndarray) -> np.ndarray:
         codes: integer array of UrbanAtlas codes, any shape.
 
     Returns:
-        ``uint8`` array of the same shape with values 0..6, and :data:`IGNORE_INDEX` where the
-        code is not in :data:`URBAN_ATLAS_CODES` (no data, unmapped classes).
+        ``uint8`` array of the same shape with values 0..6, and `IGNORE_INDEX` where the
+        code is not in `URBAN_ATLAS_CODES` (no data, unmapped classes).
     """
     table_codes = np.fromiter(URBAN_ATLAS_CODES, dtype=np.int64)
     table_classes = np.array([c for _, c in URBAN_ATLAS_CODES.values()], dtype=np.uint8)

@@ -39,5 +39,5 @@ class Modality:
 
     @property
     def spec(self) -> int | tuple[str, int]:
-        """The form :class:`fusion.MaskedFusionViT` takes: channels or ("categorical", n)."""
+        """The form `fusion.MaskedFusionViT` takes: channels or ("categorical", n)."""
         return ("categorical", self.classes) if self.classes is not None else self.bands

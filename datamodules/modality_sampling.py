@@ -1,6 +1,6 @@
 """Random modality combinations (paper Sec. III-F, IV-B-5): which modalities a sample shows.
 
-During training the subset is drawn afresh for every batch (:func:`draw_batch_subset`, the
+During training the subset is drawn afresh for every batch (`draw_batch_subset`, the
 paper's "random modality combinations at each iteration", the default) or for every sample each
 time it is loaded (the DataModule's ``train_modalities_per``). Evaluation fixes one subset, so
 that one dataset object can be evaluated on each of the ``2^M - 1`` non-empty subsets in turn.
@@ -8,7 +8,7 @@ that one dataset object can be evaluated on each of the ``2^M - 1`` non-empty su
 A tile may lack a modality (no data over the whole tile). A random rule is then redrawn until
 its draw keeps a modality with data, and the modalities without data are dropped from it: for
 ``"uniform"`` this is uniform over the non-empty subsets of the modalities the tile has. A fixed
-subset is never changed (see :class:`datamodules.dataset.MultimodalDataset`).
+subset is never changed (see `datamodules.dataset.MultimodalDataset`).
 
 A sampling rule is given as a small value that fits in a YAML file:
 
@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 
 ModalitySampling = float | str | Mapping[str, float] | Sequence[str]
-"""What :func:`make_modality_sampler` accepts.
+"""What `make_modality_sampler` accepts.
 
 ``float`` comes first: the command line (jsonargparse) takes the first type of the union that
 parses, so ``--data.init_args.train_modalities=0.5`` (as a W&B sweep agent writes it) gives
@@ -86,7 +86,7 @@ def all_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
 class ModalitySampler:
     """Draws which of a dataset's modalities one sample shows.
 
-    Subclasses implement :meth:`sample`. Randomness comes from the generator passed to it (the
+    Subclasses implement `sample`. Randomness comes from the generator passed to it (the
     DataModule gives each dataset one seeded from its own), else torch's global generator.
 
     Attributes:
@@ -106,7 +106,7 @@ class ModalitySampler:
             generator: torch generator to draw from (None: torch's global one).
 
         Returns:
-            One flag per modality, in :attr:`modalities` order; at least one is True.
+            One flag per modality, in `modalities` order; at least one is True.
         """
         raise NotImplementedError
 
@@ -210,7 +210,7 @@ def draw_batch_subset(
     uniform over the subsets the tile has), and is flagged in the returned ``fallback``.
 
     Args:
-        sampler: the training rule (random, e.g. :class:`UniformSubsets`).
+        sampler: the training rule (random, e.g. `UniformSubsets`).
         present: ``bool [B, M]``, the modalities with data on each tile.
         generator: torch generator of the draws (None: torch's global one).
         names: tile names, for the error message.

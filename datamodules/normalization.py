@@ -1,4 +1,4 @@
-"""The command that recomputes a dataset's normalization statistics (:mod:`datamodules.stats`).
+"""The command that recomputes a dataset's normalization statistics (`datamodules.stats`).
 
 It reads a split once and writes ``{modality: {"mean": [...], "std": [...]}}`` over the valid
 pixels::

@@ -66,7 +66,7 @@ def plot_sample(
     Args:
         modality_info: the dataset's modalities, in the order of ``sample["present"]``.
         classes: the dataset's class names.
-        sample: one sample (see :mod:`datamodules.dataset`).
+        sample: one sample (see `datamodules.dataset`).
         show_titles: write the panel titles.
         suptitle: figure title.
 

@@ -17,8 +17,8 @@ no-data tag follow the layout's values (Sentinel-2 0, Dynamic World 255); a tag 
 Without
 ``splits.json`` a folder ``<root>/<split>/`` is read as the single region of that split; a region
 listed in two splits is refused. Labels
-are merged into seven classes by :func:`datamodules.landcover.urban_atlas_to_classes`; unmapped
-codes are ignored. README.md describes how to export such tiles from Earth Engine.
+are merged into seven classes by `datamodules.landcover.urban_atlas_to_classes`; unmapped
+codes are ignored. docs/earth_engine_export.md describes how to export such tiles from Earth Engine.
 """
 
 from __future__ import annotations
@@ -51,16 +51,16 @@ class Quadruplets(MultimodalDataset):
 
     Modalities: ``s1`` (VV, VH dB), ``s2`` (B2, B3, B4, B8 reflectance x 10000), ``dem``
     (metres) and ``dnw`` (Dynamic World classes, categorical with 9 classes). Target: ``mask``
-    with the seven merged UrbanAtlas classes of :data:`datamodules.landcover.LANDCOVER_CLASSES`.
+    with the seven merged UrbanAtlas classes of `datamodules.landcover.LANDCOVER_CLASSES`.
 
     Args:
         root: dataset folder (see the module docstring).
         split: ``"train"``, ``"val"`` or ``"test"``.
         modalities: modalities to use (default all four).
-        modality_sampling: modality subset rule (see :mod:`datamodules.modality_sampling`).
+        modality_sampling: modality subset rule (see `datamodules.modality_sampling`).
         image_size: resize tiles to this size (None: native).
         augmentation: geometric augmentation, or None.
-        stats: normalization statistics, None for :attr:`default_stats`.
+        stats: normalization statistics, None for `default_stats`.
         normalize: apply the statistics.
         regions: regions of this split, overriding ``splits.json``.
 
@@ -181,7 +181,7 @@ def _check_disjoint_regions(splits: Mapping[str, Sequence[str]], source: Path) -
 
 
 class QuadrupletsDataModule(MultimodalDataModule):
-    """DataModule of the Earth-Engine quadruplets (see :class:`Quadruplets`).
+    """DataModule of the Earth-Engine quadruplets (see `Quadruplets`).
 
     Args:
         root: dataset folder; None reads ``FUSION_DATA_ROOT``.

@@ -1,7 +1,7 @@
 """Reading co-registered GeoTIFF tiles: band counts, shared grids and no-data pixels.
 
 Every dataset of this package stores one file per modality and tile. The modalities of one tile
-must share a pixel grid (size, CRS and affine transform); :func:`read_raster` checks that and
+must share a pixel grid (size, CRS and affine transform); `read_raster` checks that and
 returns the pixels that are no data, so that callers can fill them and keep them out of the loss.
 """
 

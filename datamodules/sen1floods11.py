@@ -38,17 +38,17 @@ class Sen1Floods11Chip(MultimodalDataset):
 
     Modalities: ``s1`` (VV, VH in dB) and ``s2`` (B2, B3, B4, B8 reflectance x 10000, read
     from the 13-band L1C file). Target: ``mask`` with 0 not water, 1 water and
-    :data:`~datamodules.landcover.IGNORE_INDEX` for the label's -1 and for no-data pixels.
+    `datamodules.landcover.IGNORE_INDEX` for the label's -1 and for no-data pixels.
 
     Args:
         root: folder holding the chips (default: ``../shared/realdata/sen1floods11``).
         split: ``"train"`` (top half of each chip), ``"val"`` (bottom-left quarter) or
             ``"test"`` (bottom-right quarter).
         modalities: modalities to use (default both).
-        modality_sampling: modality subset rule (see :mod:`datamodules.modality_sampling`).
+        modality_sampling: modality subset rule (see `datamodules.modality_sampling`).
         image_size: resize tiles to this size (None: ``tile_size``).
         augmentation: geometric augmentation, or None.
-        stats: normalization statistics, None for :attr:`default_stats`.
+        stats: normalization statistics, None for `default_stats`.
         normalize: apply the statistics.
         tile_size: side of the square tiles, pixels.
         stride: step between training tiles (default ``tile_size``: no overlap); validation and
@@ -166,7 +166,7 @@ class Sen1Floods11Chip(MultimodalDataset):
 
 
 class Sen1Floods11DataModule(MultimodalDataModule):
-    """DataModule of tiled Sen1Floods11 chips (see :class:`Sen1Floods11Chip`).
+    """DataModule of tiled Sen1Floods11 chips (see `Sen1Floods11Chip`).
 
     Args:
         root: folder holding the chips (default: ``../shared/realdata/sen1floods11``).

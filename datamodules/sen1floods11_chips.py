@@ -10,13 +10,13 @@ the tiles that have it (the others are counted as ``excluded_tiles``).
 
 A chip on which no modality has data, or whose label has no labelled pixel, can teach and score
 nothing: it is left out of its split with one warning naming it, and counted in the split's
-summary (:meth:`Sen1Floods11Chips.summary`, logged when the DataModule sets up).
+summary (`Sen1Floods11Chips.summary`, logged when the DataModule sets up).
 
 Splits are whole chips, so that a model is scored on places it never saw. They come from a
 ``splits.json`` (``{"train": [chip, ...], "val": [...], "test": [...]}``), from a folder with the
 dataset's own ``flood_train_data.csv``, ``flood_valid_data.csv`` and ``flood_test_data.csv``
 (lines ``<chip>_S1Hand.tif,<chip>_LabelHand.tif``), from a mapping, or by default from
-:data:`DEFAULT_SPLITS`, a split of the eleven chips of ``../shared/realdata/sen1floods11_chips``.
+`DEFAULT_SPLITS`, a split of the eleven chips of ``../shared/realdata/sen1floods11_chips``.
 """
 
 from __future__ import annotations
@@ -77,14 +77,14 @@ _FOLDERS = {"s1": "S1Hand", "s2": "S2Hand", "label": "LabelHand"}
 
 SplitSpec = str | Path | Mapping[str, Sequence[str]] | None
 """What ``splits`` accepts: a ``.json`` file, a folder of the official CSV files, a mapping, or
-None for :data:`DEFAULT_SPLITS`."""
+None for `DEFAULT_SPLITS`."""
 
 
 def read_splits(splits: SplitSpec) -> dict[str, tuple[str, ...]]:
     """Chip names of each split.
 
     Args:
-        splits: see :data:`SplitSpec`.
+        splits: see `SplitSpec`.
 
     Returns:
         ``{"train": (...), "val": (...), "test": (...)}`` (missing splits empty).
@@ -151,7 +151,7 @@ def _official_csv(path: Path) -> tuple[str, ...]:
 class Sen1Floods11Chips(Sen1Floods11Chip):
     """Tiles of whole Sen1Floods11 chips, one split per chip, in the official folder layout.
 
-    Modalities, classes and labels are those of :class:`~datamodules.sen1floods11.Sen1Floods11Chip`;
+    Modalities, classes and labels are those of `datamodules.sen1floods11.Sen1Floods11Chip`;
     a chip's S1 or S2 file may be missing or hold no valid pixel (the modality is then absent
     for it). Tiles cover each chip on a grid of ``tile_size`` with step ``stride`` (evaluation
     tiles never overlap).
@@ -161,14 +161,14 @@ class Sen1Floods11Chips(Sen1Floods11Chip):
             chips).
         split: ``"train"``, ``"val"`` or ``"test"``.
         modalities: modalities to use (default both).
-        modality_sampling: modality subset rule (see :mod:`datamodules.modality_sampling`).
+        modality_sampling: modality subset rule (see `datamodules.modality_sampling`).
         image_size: resize tiles to this size (None: ``tile_size``).
         augmentation: geometric augmentation, or None.
-        stats: normalization statistics, None for :attr:`default_stats`.
+        stats: normalization statistics, None for `default_stats`.
         normalize: apply the statistics.
         tile_size: side of the square tiles, pixels.
         stride: step between training tiles (default ``tile_size``).
-        splits: which chips form each split (see :data:`SplitSpec`).
+        splits: which chips form each split (see `SplitSpec`).
 
     Attributes:
         excluded: chips of this split left out, chip -> reason.
@@ -323,7 +323,7 @@ def _labelled(path: Path) -> bool:
 
 
 class Sen1Floods11ChipsDataModule(MultimodalDataModule):
-    """DataModule of whole-chip Sen1Floods11 splits (see :class:`Sen1Floods11Chips`).
+    """DataModule of whole-chip Sen1Floods11 splits (see `Sen1Floods11Chips`).
 
     Args:
         root: folder with ``S1Hand/``, ``S2Hand/`` and ``LabelHand/`` (default: the shared
@@ -340,7 +340,7 @@ class Sen1Floods11ChipsDataModule(MultimodalDataModule):
         stats: normalization statistics (mapping or JSON path), None for the defaults.
         tile_size: side of the square tiles, pixels.
         stride: step between training tiles (default ``tile_size``).
-        splits: which chips form each split (see :data:`SplitSpec`).
+        splits: which chips form each split (see `SplitSpec`).
         train_modalities_per: ``"batch"`` (one subset per training batch, the paper's
             IV-B-5) or ``"sample"``.
     """

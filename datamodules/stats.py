@@ -3,7 +3,7 @@
 Statistics are stored per dataset as ``{modality: {"mean": [...], "std": [...]}}`` (one value per
 channel, in the units the loader produces: dB for SAR, reflectance x 10000 for Sentinel-2,
 metres for elevation). Categorical modalities have none. Each dataset class carries defaults in
-``default_stats``; a JSON file written by :mod:`datamodules.normalization` replaces them when it
+``default_stats``; a JSON file written by `datamodules.normalization` replaces them when it
 is passed to the dataset (or DataModule) as ``stats="quad.json"``.
 """
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Worked example of `fusion predict-scene` on the real Sen1Floods11 chip (README, "Predicting
-# whole scenes"). Trains nothing: give it a water checkpoint of experiments/segment_sen1floods11.yaml
+# Worked example of `fusion predict-scene` on the real Sen1Floods11 chip (docs/scene.md, "Worked
+# example"). Trains nothing: give it a water checkpoint of experiments/segment_sen1floods11.yaml
 # (its run's config.yaml, beside checkpoints/, supplies the statistics and the scale):
 #
 #   experiments/scene_example.sh runs/segment_sen1floods11/version_0/checkpoints/last.ckpt

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `fusion predict-scene` on the test chips of the real Sen1Floods11 chips (README, "Real data"),
+# `fusion predict-scene` on the test chips of the real Sen1Floods11 chips (docs/reproduction.md, "Real data"),
 # with a water checkpoint of experiments/segment_sen1floods11_chips.yaml, which never saw these
 # chips (whole-chip splits, datamodules/sen1floods11_chips.py):
 #

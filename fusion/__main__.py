@@ -1,4 +1,4 @@
-"""``python -m fusion``: the ``fusion`` command (see :mod:`fusion.cli`)."""
+"""``python -m fusion``: the ``fusion`` command (see `fusion.cli`)."""
 
 import sys
 

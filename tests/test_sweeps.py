@@ -4,7 +4,7 @@ step through our command line with the arguments built the way ``wandb agent`` b
 No W&B service is needed: the trial's command comes from wandb's own helpers for the agent
 (``wandb.sdk.launch.sweeps.utils``, as in ``wandb/wandb_agent.py``), the values are drawn here
 as the sweep controller could draw them, and the run goes through `fusion.cli` in this process
-with ``WANDB_MODE=offline``, the data root from ``FUSION_DATA_ROOT`` as in the README.
+with ``WANDB_MODE=offline``, the data root from ``FUSION_DATA_ROOT`` as in docs/scaling-out.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Procedurally generated stand-ins for the paper's two datasets, in their real on-disk layouts.
 
-:func:`write_quadruplets` writes Sentinel-1 / Sentinel-2 / DEM / Dynamic World tiles with
-UrbanAtlas labels for fourteen invented regions (``synthetic_<city>``), :func:`write_dfc2023`
+`write_quadruplets` writes Sentinel-1 / Sentinel-2 / DEM / Dynamic World tiles with
+UrbanAtlas labels for fourteen invented regions (``synthetic_<city>``), `write_dfc2023`
 writes RGB / SAR / nDSM tiles with COCO building polygons. The scenes are procedural (terrain,
 rivers, towns, fields, buildings with shadows and radar layover), not noise, and each modality
 carries a different part of the truth, so that modality subsets differ in accuracy as they do in

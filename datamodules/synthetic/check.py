@@ -4,7 +4,7 @@ Usage::
 
     python -m datamodules.synthetic.check --root data [--dataset quadruplets|dfc2023|all]
 
-A Gaussian / categorical Bayes classifier (:mod:`datamodules.synthetic.gaussian_bayes`) is fitted
+A Gaussian / categorical Bayes classifier (`datamodules.synthetic.gaussian_bayes`) is fitted
 on per-pixel features of the training tiles and scored on the validation and test tiles, for every
 non-empty subset of modalities. It sees single pixels only (no shapes, no context), so it is a
 floor for what a network can do, but it shows how the modalities differ. Features:
@@ -92,7 +92,7 @@ def quadruplet_pixels(dataset_dir: Path, splits: Sequence[str], stride: int = 4)
 
     Returns:
         Features of the four modalities and the UrbanAtlas code (as an index into
-        :data:`URBAN_ATLAS_ORDER`) of the pixels with a label and valid Sentinel-2 data.
+        `URBAN_ATLAS_ORDER`) of the pixels with a label and valid Sentinel-2 data.
     """
     regions = json.loads((dataset_dir / "splits.json").read_text())
     groups: dict[str, list[np.ndarray]] = {name: [] for name in QUADRUPLET_MODALITIES}

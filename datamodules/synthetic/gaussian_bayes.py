@@ -28,7 +28,7 @@ class GaussianBayes:
         subclass_to_class: ``[S]`` target class of each subclass.
         categories: number of categories of each categorical group, by name; other groups are
             continuous.
-        log_prior: ``[S]`` subclass log-priors, set by :meth:`fit`.
+        log_prior: ``[S]`` subclass log-priors, set by `fit`.
         columns: continuous group -> its columns in the stacked feature matrix.
         means: ``[S, F]`` subclass means of the stacked continuous features.
         covariances: ``[S, F, F]`` subclass covariances.
@@ -81,14 +81,14 @@ class GaussianBayes:
         """Most probable target class of each sample, using only the given groups.
 
         Args:
-            features: group -> values, as for :meth:`fit`.
+            features: group -> values, as for `fit`.
             groups: the groups to use.
 
         Returns:
             ``[N]`` predicted target classes.
 
         Raises:
-            RuntimeError: if called before :meth:`fit`.
+            RuntimeError: if called before `fit`.
         """
         if self.log_prior is None or self.means is None or self.covariances is None:
             raise RuntimeError("GaussianBayes.predict called before fit")

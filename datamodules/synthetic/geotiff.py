@@ -3,8 +3,8 @@
 Files are tiled and ZSTD-compressed with a predictor (RGB images may be JPEG-compressed instead);
 GDAL writes no time stamp, so equal arrays give byte-identical files. Floating-point rasters are
 first rounded, far below the noise of the simulated sensors: to a few mantissa bits for values
-spanning decades (:func:`round_mantissa`), to a fixed power-of-two step for values in physical
-units (:func:`round_to_step`). That lets the compressor work on otherwise incompressible noise.
+spanning decades (`round_mantissa`), to a fixed power-of-two step for values in physical
+units (`round_to_step`). That lets the compressor work on otherwise incompressible noise.
 """
 
 from __future__ import annotations

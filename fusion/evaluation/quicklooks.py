@@ -142,7 +142,7 @@ def modality_rgba(name: str, data: np.ndarray, rgb: Sequence[int]) -> np.ndarray
     """Displayable ``float [H, W, 4]`` of one stitched modality, transparent where no data.
 
     A two-channel ``s1`` (VV, VH dB) is shown in false colour on fixed dB ranges
-    (:data:`S1_DB_RANGES`: red VV, green VH, blue VV - VH); other modalities show the channels
+    (`S1_DB_RANGES`: red VV, green VH, blue VV - VH); other modalities show the channels
     ``rgb`` (one: grey), each stretched between its 2nd and 98th percentile on the chip.
 
     Args:

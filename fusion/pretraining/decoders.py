@@ -59,7 +59,7 @@ class PatchDecoder(nn.Module):
 
         Returns:
             ``[B, L, P * P * C]`` pixel values (the order of
-            :func:`fusion.pretraining.losses.patchify`), or ``[B, L, P * P, K]`` logits for a
+            `fusion.pretraining.losses.patchify`), or ``[B, L, P * P, K]`` logits for a
             categorical modality.
         """
         if self.num_classes is None:

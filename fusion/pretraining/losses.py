@@ -31,7 +31,7 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
 
 
 def unpatchify(patches: Tensor, patch_size: int, grid_size: tuple[int, int]) -> Tensor:
-    """Inverse of :func:`patchify`: ``[B, L, P * P * C]`` -> ``[B, C, H, W]``."""
+    """Inverse of `patchify`: ``[B, L, P * P * C]`` -> ``[B, C, H, W]``."""
     height, width = grid_size
     return rearrange(
         patches, "b (h w) (p q c) -> b c (h p) (w q)", h=height, w=width, p=patch_size, q=patch_size

@@ -1,9 +1,9 @@
 """Token masking: which modality tokens the encoder sees.
 
-Two draws share this module. :func:`sample_visible_tokens` is MultiMAE's masking (paper Sec.
+Two draws share this module. `sample_visible_tokens` is MultiMAE's masking (paper Sec.
 II-B, III-D), used by pretraining and, as the spatial random mask of supervised training
 (IV-B-5, with the share to hide given by PatchDropout, III-F), by segmentation.
-:func:`sample_patch_dropout` is plain PatchDropout, the same share hidden in every modality.
+`sample_patch_dropout` is plain PatchDropout, the same share hidden in every modality.
 
 Each sample shows a fixed number of visible tokens, ``round(visible_fraction * N)`` (at least
 one) with ``N``
@@ -125,7 +125,7 @@ def sample_patch_dropout(
 
     ``"dirichlet"`` (the paper's IV-B-5): each sample keeps ``round((1 - drop_fraction) * N)``
     of its ``N`` available modality tokens, split among its present modalities by proportions
-    from a symmetric Dirichlet(``alpha``) (:func:`sample_visible_tokens`): the count is the same
+    from a symmetric Dirichlet(``alpha``) (`sample_visible_tokens`): the count is the same
     for samples that show as much, so a batch sharing one modality subset needs no padding.
     ``"equal"``: every present modality keeps ``L - round(drop_fraction * L)`` (at least one) of
     its ``L`` positions, at random (PatchDropout applied per modality); unavailable tokens drawn

@@ -23,7 +23,7 @@ class RandomStateCheckpoint(L.Callback):
     callback a run resumed from an end-of-epoch checkpoint draws exactly what the uninterrupted
     run drew: the states saved with the checkpoint are put back in ``on_fit_start``. Nothing
     may draw from the global generators between that hook and the creation of the training
-    data loader; the DataModules of :mod:`datamodules` see to it by giving validation loaders
+    data loader; the DataModules of `datamodules` see to it by giving validation loaders
     their own generator, and the tasks draw validation masks from a fixed seed.
     """
 

@@ -3,16 +3,16 @@
 A Lightning checkpoint is a pickle. ``torch.load(..., weights_only=False)`` on a file from
 someone else can run any code the file's author chose. Two rules keep that from happening:
 
-* :func:`load_checkpoint` reads checkpoints with ``weights_only=True``: tensors, numbers,
+* `load_checkpoint` reads checkpoints with ``weights_only=True``: tensors, numbers,
   strings and plain containers only, which is all our own checkpoints hold. A file that needs
-  more is refused with :class:`UnsafeCheckpointError`, which says why and how to load it anyway
+  more is refused with `UnsafeCheckpointError`, which says why and how to load it anyway
   (``trust=True``, on the command line ``--trust_checkpoint``) for a file you made yourself.
-* ``fusion export`` (:func:`export_model`) writes a model as a folder with the weights in
+* ``fusion export`` (`export_model`) writes a model as a folder with the weights in
   safetensors (``model.safetensors``: raw tensors, nothing to execute) and everything else in
   a JSON card (``card.json``): the task and its hyper-parameters (architecture, variant,
   modalities), the data pipeline that trained it (DataModule, band order, units, no-data values,
   normalization statistics, classes, tile and image size, hence the scale), the checkpoint's
-  monitored metric and the commit. :func:`load_checkpoint` reads such a folder too, so
+  monitored metric and the commit. `load_checkpoint` reads such a folder too, so
   ``predict-scene``, ``evaluate`` and ``pretrained:`` accept it, and it never unpickles.
 """
 
@@ -58,7 +58,7 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
     """A checkpoint's contents, or an exported model's in the same shape, never unpickled.
 
     Args:
-        path: a Lightning checkpoint file, or a folder written by :func:`export_model`.
+        path: a Lightning checkpoint file, or a folder written by `export_model`.
         trust: load a checkpoint that needs unpickling anyway (only for files you trust).
 
     Returns:
@@ -131,7 +131,7 @@ def export_model(
         config: the run's ``config.yaml`` (default: the one ``fusion fit`` writes two folders
             up from the checkpoint, if it exists); its ``data`` section and the DataModule's
             statistics, bands and classes go into the card.
-        trust: read a checkpoint that needs unpickling (see :func:`load_checkpoint`).
+        trust: read a checkpoint that needs unpickling (see `load_checkpoint`).
         overwrite: replace an existing export in ``out``.
 
     Returns:

@@ -15,7 +15,7 @@ Pixels outside a file's footprint are no data, so a modality may cover only part
 A query (TorchGeo's ``[xmin:xmax, ymin:ymax]`` slices, on reference pixel edges) returns the
 modality's bands and, as one more band, which pixels hold data: True where no band is NaN,
 infinite, masked, or equal to the file's no-data value (the modality's default when the file
-has no tag), as :func:`datamodules.rasters.read_raster` decides for training tiles. A query that
+has no tag), as `datamodules.rasters.read_raster` decides for training tiles. A query that
 misses every file's footprint raises ``IndexError`` (TorchGeo's convention): the modality is
 absent there. File handles are opened on first use in each process, so that loader workers
 each read through their own.

@@ -62,7 +62,7 @@ def token_availability(
         batch: a batch of the sample contract, with ``valid`` ``bool [B, M, H, W]`` in
             ``modality_names`` order.
         modality_names: the model's modalities, in the DataModule's order.
-        names: the modalities wanted (e.g. the inputs of :func:`split_batch`).
+        names: the modalities wanted (e.g. the inputs of `split_batch`).
         patch_size: patch side ``P``; H and W must be divisible by it.
 
     Returns:

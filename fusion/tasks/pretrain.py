@@ -1,10 +1,10 @@
 """Self-supervised pretraining: MultiMAE reconstruction plus fusion contrast (Sec. III-D to III-F).
 
-Per batch: draw which modality tokens the encoder sees (:mod:`fusion.pretraining.masking`),
-encode the visible tokens with :class:`fusion.MaskedFusionViT`, reconstruct every present
+Per batch: draw which modality tokens the encoder sees (`fusion.pretraining.masking`),
+encode the visible tokens with `fusion.MaskedFusionViT`, reconstruct every present
 modality from the fusion tokens with a shallow decoder per modality
-(:mod:`fusion.pretraining.decoders`), and score only the hidden patches (eq. 4;
-:mod:`fusion.pretraining.losses`). The pooled modality vectors are contrasted with their
+(`fusion.pretraining.decoders`), and score only the hidden patches (eq. 4;
+`fusion.pretraining.losses`). The pooled modality vectors are contrasted with their
 fusion vectors (eq. 5); the total is ``reconstruction + contrastive_weight * contrastive`` (eq.
 6 uses weight 1; the authors' code 0.3). ``contrastive=False`` trains reconstruction only, the
 paper's "Fine. w/ G." backbone.
@@ -97,7 +97,7 @@ class PretrainTask(L.LightningModule):
         embed_dim: backbone width (ViT-T: 192).
         depth: backbone blocks (ViT-T: 12).
         num_heads: backbone heads (ViT-T: 3).
-        variant: the backbone of the paper's tables (:mod:`fusion.backbone.variants`):
+        variant: the backbone of the paper's tables (`fusion.backbone.variants`):
             ``"proposed"``, ``"multivit"`` (the MultiViT baseline), ``"no_masked_attention"`` or
             ``"no_modality_attention"`` (the ablations "w/o mask" and "w/o attention").
         drop_path_rate: stochastic depth of the backbone.
@@ -107,7 +107,7 @@ class PretrainTask(L.LightningModule):
         decoder_depth: decoder Transformer blocks (2).
         decoder_heads: decoder attention heads.
         reconstruction_losses: per-modality override of the loss (``"mse"``, ``"l1"``,
-            ``"ce"``); the default follows eq. 4 (see :func:`default_reconstruction_loss`).
+            ``"ce"``); the default follows eq. 4 (see `default_reconstruction_loss`).
         normalize_targets: standardize each target patch before the loss (MAE option; off).
         contrastive: add the contrastive loss (eq. 5); False for reconstruction only.
         contrastive_weight: weight ``w`` of the contrastive loss.
@@ -200,7 +200,7 @@ class PretrainTask(L.LightningModule):
             present: name -> ``bool [B]``.
             num_positions: patch positions ``L``.
             available: optional name -> ``bool [B, L]``, the tokens that hold data
-                (:func:`fusion.tasks.batches.token_availability`); only those can be visible.
+                (`fusion.tasks.batches.token_availability`); only those can be visible.
 
         Returns:
             name -> ``bool [B, L]``, the tokens the encoder sees.

@@ -1,7 +1,7 @@
 """Building footprints as polygons: rotated rectangles and L-shapes, clipping, area.
 
 Coordinates are ``(x, y)`` pixels with the MS COCO convention (the image spans ``[0, width] x
-[0, height]``). Vertices are rounded to :data:`VERTEX_DECIMALS` decimals before any use, so the
+[0, height]``). Vertices are rounded to `VERTEX_DECIMALS` decimals before any use, so the
 rasters rendered from a footprint and the annotation written for it agree exactly.
 """
 
@@ -44,7 +44,7 @@ def l_shape(
         centre: ``(x, y)`` of the bounding rectangle's centre.
         length: bounding side along the rotated x axis, pixels.
         width: bounding side along the rotated y axis, pixels.
-        angle_deg: angle of the length axis, as in :func:`rectangle`.
+        angle_deg: angle of the length axis, as in `rectangle`.
         notch: size of the removed corner as fractions ``(of length, of width)``, each in
             ``(0, 1)``.
 
@@ -114,7 +114,7 @@ def to_local(
     Args:
         points_xy: ``(x, y)`` arrays stacked on the last axis, any leading shape.
         centre: footprint centre.
-        angle_deg: footprint angle, as in :func:`rectangle`.
+        angle_deg: footprint angle, as in `rectangle`.
 
     Returns:
         ``(along, across)`` arrays of the leading shape.

@@ -4,7 +4,7 @@ A tile is one of five kinds of place (rural, suburban, urban, dense centre, indu
 the street grid, the building sizes and heights, the roof palette and the greenery. Buildings are
 rotated rectangles and L-shapes aligned with the streets, placed by rejection so that they never
 overlap each other or the roads; houses line up along the streets. The scene holds true heights;
-the sensors (:mod:`.optical`, :mod:`.sar`, :mod:`.surface_model`) render it.
+the sensors (`.optical`, `.sar`, `.surface_model`) render it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from datamodules.synthetic.noise import blob_noise
 __all__ = ["CROP", "GRASS", "PAVED", "PIXEL_SIZE_M", "ROAD", "SOIL", "Scene", "make_scene"]
 
 GRASS, SOIL, PAVED, ROAD, CROP = range(5)
-"""Ground cover classes of :attr:`Scene.ground`."""
+"""Ground cover classes of `Scene.ground`."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Scene:
     Attributes:
         kind: the kind of place.
         street_angle_deg: orientation of the street grid.
-        ground: ``uint8 [H, W]`` ground cover (:data:`GRASS`, :data:`SOIL`, ...).
+        ground: ``uint8 [H, W]`` ground cover (`GRASS`, `SOIL`, ...).
         lane_marking: ``bool [H, W]`` painted lines on the roads.
         field_rows: ``float32 [H, W]`` 0..1 pattern of crop rows (0 where no field).
         buildings: the buildings whose footprint reaches into the tile.

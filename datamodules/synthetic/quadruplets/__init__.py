@@ -56,7 +56,7 @@ def write_quadruplets(
         seed: random seed; the same seed and settings give byte-identical files.
         tiles_per_region: tiles per region.
         size: tile side in pixels (10 m each).
-        regions: names of the regions to write (see :data:`REGIONS`), None for all fourteen.
+        regions: names of the regions to write (see `REGIONS`), None for all fourteen.
         force: regenerate even when the folder's stamp says it is up to date.
         workers: processes rendering regions in parallel (1: no subprocess).
 

@@ -26,7 +26,7 @@ from datamodules.synthetic.quadruplets.regions import RegionStyle
 from datamodules.synthetic.quadruplets.terrain import Terrain
 
 REFERENCE_AREA_PX = 1024 * 1536
-"""Canvas area (10 x 15 km) that :attr:`RegionStyle.towns` refers to."""
+"""Canvas area (10 x 15 km) that `RegionStyle.towns` refers to."""
 
 _URBAN_THRESHOLD = 0.2
 _DENSITY_CODES = ((0.85, 11100), (0.6, 11210), (0.42, 11220), (0.28, 11230), (0.0, 11240))

@@ -16,7 +16,7 @@ _CODE_INDEX[list(CODE_ORDER)] = np.arange(len(CODE_ORDER))
 
 
 def code_table(values: Mapping[int, Sequence[float]], default: Sequence[float]) -> np.ndarray:
-    """Stack per-code values into a table indexed by :func:`code_index`.
+    """Stack per-code values into a table indexed by `code_index`.
 
     Args:
         values: code -> values (same length for every code).
@@ -29,7 +29,7 @@ def code_table(values: Mapping[int, Sequence[float]], default: Sequence[float]) 
 
 
 def code_index(codes: np.ndarray) -> np.ndarray:
-    """Row of each pixel's code in a :func:`code_table`.
+    """Row of each pixel's code in a `code_table`.
 
     Args:
         codes: ``uint16 [H, W]`` UrbanAtlas codes (or 0).

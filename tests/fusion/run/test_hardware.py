@@ -1,4 +1,4 @@
-"""The device and precision rule, checked against the README's table rather than its own code.
+"""The device and precision rule, checked against docs/training.md's table, not its own code.
 
 The machines are described as the three CPU classes met in practice, each by an excerpt of its
 ``/proc/cpuinfo``: AMX (bf16 several times faster than float32), AVX512-BF16 (native bf16
@@ -149,7 +149,7 @@ def test_amx_needs_its_bf16_unit() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The README's decision table ("Device, precision and the time budget")
+# The decision table of docs/training.md ("Device, precision and the time budget")
 
 
 @pytest.mark.parametrize(
@@ -264,8 +264,9 @@ def test_reason_names_the_class(
         assert name not in reason
 
 
-def test_reason_reads_as_in_the_readme() -> None:
-    # README: "Precision: 32-true on cpu, chosen from the hardware: CPU with AVX2 (no native bf16)"
+def test_reason_reads_as_in_the_docs() -> None:
+    # docs/training.md: "Precision: 32-true on cpu, chosen from the hardware: CPU with AVX2 (no
+    # native bf16)"
     assert choose_precision(machine("haswell")).reason.startswith("CPU with AVX2 (no native bf16)")
 
 
