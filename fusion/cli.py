@@ -117,13 +117,40 @@ NONE_REASON = re.compile(r"Expected an? <class '\w*NoneType'>")
 
 
 def union_reasons(text: str) -> list[str]:
-    """The reasons jsonargparse lists under ``Errors:``, without "expected None"."""
+    """The reasons jsonargparse lists under ``Errors:``, without "expected None".
+
+    A reason's more indented lines below its ``- `` line (the cause of "Problem with given
+    class_path", for instance) are joined to it.
+    """
     if "Errors:" not in text:
         return []
-    lines = text.split("Errors:", 1)[1].splitlines()
-    reasons = [line.strip()[2:].strip() for line in lines if line.strip().startswith("- ")]
+    head, _, rest = text.partition("Errors:")
+    indent = len(head.rsplit("\n", 1)[-1])  # the spaces before "Errors:" on its line
+    reasons: list[str] = []
+    for line in rest.splitlines()[1:]:
+        depth = len(line) - len(line.lstrip())
+        if not line.strip():
+            continue
+        if depth <= indent:  # "Given value ..." lines: the list has ended
+            break
+        if line.strip().startswith("- "):
+            reasons.append(line.strip()[2:].strip())
+        elif reasons:
+            reasons[-1] = f"{reasons[-1].rstrip(':')}: {line.strip()}"
     reasons = [reason for reason in reasons if not NONE_REASON.match(reason)]
     return [re.sub(r"Expected an? <class '([\w.]+)'>", r"expected \1", r) for r in reasons]
+
+
+def worker_error(text: str) -> str | None:
+    """The original message of an error re-raised from a DataLoader worker, else None.
+
+    torch re-raises a worker's error as "Caught X in DataLoader worker process 0. Original
+    Traceback (most recent call last): ... X: <message>"; the message is the last line.
+    """
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return None
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    return re.sub(r"^[\w.]+: ", "", last, count=1)
 
 
 def user_error_message(error: BaseException) -> str | None:
@@ -137,14 +164,16 @@ def user_error_message(error: BaseException) -> str | None:
     if not isinstance(error, USER_ERRORS) and type(error).__name__ != "UnsafeCheckpointError":
         return None
     text = str(error).strip() or type(error).__name__
+    text = worker_error(text) or text
     reasons = union_reasons(text)
     key = re.match(r'Parser key "([^"]+)"', text)
     given = re.search(r"^\s*Given value: (.*)$", text, re.MULTILINE)
     if key:
         reason = reasons[0] if reasons else text.splitlines()[-1].strip()
         first = f"--{key.group(1)}: {reason}"
-        if given and reasons:
-            first += f", got {given.group(1).strip()!r}"
+        value = given.group(1).strip() if given else ""
+        if reasons and value and not value.startswith(("NestedArg(", "Namespace(", '"NestedArg(')):
+            first += f", got {value!r}"
     elif reasons:
         first = reasons[0]
     else:

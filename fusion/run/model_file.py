@@ -23,6 +23,7 @@ import csv
 import importlib
 import json
 import pickle
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,8 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
         FileNotFoundError: if ``path`` does not exist.
         UnsafeCheckpointError: if the checkpoint holds objects that only unpickling restores
             and ``trust`` is False.
-        ValueError: for a folder that is not an exported model, or an unreadable card.
+        ValueError: for a folder that is not an exported model, an unreadable card, or a file
+            that is not a PyTorch checkpoint (or a damaged one).
     """
     path = Path(path)
     if not path.exists():
@@ -84,8 +86,15 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
             "data": card.get("data"),
             "card": card,
         }
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise ValueError(
+            f"{path} is not a PyTorch checkpoint (not a zip archive: another kind of file, "
+            f"a truncated download, or a checkpoint older than torch 1.6)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, OSError) as error:
+        raise ValueError(f"{path} is a damaged or truncated checkpoint ({error})") from error
     except pickle.UnpicklingError as error:
         if not trust:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else "unknown"

@@ -3,9 +3,10 @@
 A model given linear backscatter where it learned decibels, or Sentinel-2 L2A values with the
 +1000 offset of processing baseline 04.00 where it learned offset-free reflectance, still
 predicts, but from inputs it has never seen. Before predicting, each continuous modality is
-read decimated (at most ``side`` pixels a side per file, from overviews where the file has
-them), turned into the loader's units by the training dataset's own ``_preprocess``, and
-compared band by band with the training normalization statistics. A band is reported when
+read decimated over the area predicted (at most ``side`` pixels a side per file, from
+overviews where the file has them), turned into the loader's units by the training dataset's
+own ``_preprocess``, and compared band by band with the training normalization statistics. A
+band is reported when
 
 - its mean lies more than ``z_limit`` (3) training standard deviations from the training mean;
 - or its spread is more than ``spread_ratio`` (5) times the training spread;
@@ -29,11 +30,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
+import rasterio.errors
 from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
 
 from datamodules.dataset import MultimodalDataset
-from datamodules.rasters import _nodata_mask
-from fusion.scene.sources import ModalityRaster
+from datamodules.rasters import RasterGrid, _nodata_mask
+from fusion.scene.sources import ModalityRaster, grid_bounds
 
 Z_LIMIT = 3.0
 """Training standard deviations between the input's and the training mean that are reported."""
@@ -71,14 +76,29 @@ class BandValues:
 
 
 def sample_values(source: ModalityRaster, side: int = 256) -> np.ndarray:
-    """Valid pixels of a modality's files, read decimated: ``float32 [C, N]`` in file units."""
+    """Valid pixels of a modality's files under the predicted area, read decimated.
+
+    Returns:
+        ``float32 [C, N]`` in the files' units.
+    """
     chunks = []
     for raster in source.rasters:
         with rasterio.open(raster.path) as src:
-            factor = max(1, int(np.ceil(max(src.width, src.height) / side)))
-            shape = (len(source.indexes), max(1, src.height // factor), max(1, src.width // factor))
+            window = area_window(src, source.grid)
+            if window is None:
+                continue
+            factor = max(1, int(np.ceil(max(window.width, window.height) / side)))
+            shape = (
+                len(source.indexes),
+                max(1, int(window.height) // factor),
+                max(1, int(window.width) // factor),
+            )
             read = src.read(
-                source.indexes, out_shape=shape, masked=True, resampling=Resampling.nearest
+                source.indexes,
+                window=window,
+                out_shape=shape,
+                masked=True,
+                resampling=Resampling.nearest,
             )
         values = np.asarray(read.data, dtype=np.float32)
         invalid = np.ma.getmaskarray(read).any(axis=0) | ~np.isfinite(values).all(axis=0)
@@ -87,6 +107,19 @@ def sample_values(source: ModalityRaster, side: int = 256) -> np.ndarray:
             invalid |= nodata
         chunks.append(values[:, ~invalid])
     return np.concatenate(chunks, axis=1) if chunks else np.zeros((len(source.indexes), 0))
+
+
+def area_window(src: DatasetReader, grid: RasterGrid) -> Window | None:
+    """The window of an open file under the grid's area (None if they do not meet)."""
+    try:
+        bounds = transform_bounds(grid.crs, src.crs, *grid_bounds(grid), densify_pts=21)
+    except rasterio.errors.RasterioError:
+        return None
+    window = from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
+    try:
+        return window.intersection(Window(0, 0, src.width, src.height))
+    except rasterio.errors.WindowError:
+        return None
 
 
 def band_values(

@@ -272,12 +272,16 @@ def load_scene_model(
             no data pipeline can be found, the pipeline's modalities differ from the model's,
             or the tile does not map to whole reference pixels.
     """
+    if tile is not None and tile <= 0:
+        raise ValueError(f"tile size must be positive, got {tile}")
+    if scale is not None and not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
     checkpoint_path = Path(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path, trust)
     task = build_task(checkpoint, checkpoint_path)
     datamodule, source = training_datamodule(checkpoint, checkpoint_path, config)
     settings = datamodule.kwargs
-    tile = tile or task.hparams.img_size
+    tile = task.hparams.img_size if tile is None else tile
     if tile % task.hparams.patch_size:
         raise ValueError(
             f"tile {tile} is not a multiple of the patch size {task.hparams.patch_size}"
@@ -300,9 +304,12 @@ def load_scene_model(
     outputs = task.hparams.num_classes + (1 if task.hparams.task == "instance" else 0)
     if len(classes) != outputs:
         classes = tuple(f"class_{k}" for k in range(outputs))
-    resolved = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    )
+    try:
+        resolved = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {device!r} (cpu, cuda, cuda:1, ... or auto)") from error
     if precision == "auto":
         precision = "32-true"
         if resolved.type in ("cpu", "cuda"):

@@ -48,6 +48,7 @@ from fusion.scene.pipeline import SceneModel, TilePipeline
 from fusion.scene.polygons import write_polygons
 from fusion.scene.sources import (
     ModalityRaster,
+    NoOverlapError,
     RasterPath,
     TileGrid,
     crop_grid,
@@ -168,7 +169,9 @@ def predict_scene(
     """
     start = time.perf_counter()
     rasters = {name: as_list(paths) for name, paths in rasters.items()}
-    reference = check_request(model, rasters, reference, overlap, probabilities)
+    reference = check_request(
+        model, rasters, reference, overlap, probabilities, batch_size, workers
+    )
     paths = OutputPaths.beside(
         out, probabilities is not None, modality_map, model.instance, quicklook, polygon_format
     )
@@ -178,18 +181,29 @@ def predict_scene(
         grid = crop_grid(grid, bounds)
     output_grid = resample_grid(grid, resolution) if resolution is not None else None
     with ExitStack() as stack:
-        sources = {}
+        sources, outside = {}, []
         for name, files in rasters.items():
-            sources[name] = ModalityRaster(name, files, model.modality_info[name], grid)
+            try:
+                sources[name] = ModalityRaster(name, files, model.modality_info[name], grid)
+            except NoOverlapError:
+                if bounds is None or name == reference:
+                    raise
+                outside.append(name)  # the box of --bounds misses it: predicted without it
+                continue
             stack.callback(sources[name].close)
         tile = model.tile_pixels
         windows = tile_windows(sources[reference], tile, max(1, round(tile * (1 - overlap))))
         result = SceneResult(paths, tiles=len(windows))
+        result.warnings = [
+            f"{name} ({', '.join(map(str, rasters[name]))}) lies outside --bounds: the area is "
+            f"predicted without it"
+            for name in outside
+        ]
         if check_values:
-            result.warnings = value_range_warnings(sources, model.dataset)
-            for warning in result.warnings:
-                log.warning(warning)
-        result.batch_size = batch_size or model.default_batch_size()
+            result.warnings += value_range_warnings(sources, model.dataset)
+        for warning in result.warnings:
+            log.warning(warning)
+        result.batch_size = model.default_batch_size() if batch_size is None else batch_size
         result.workers = default_workers(model.device) if workers is None else workers
         paths.classes.parent.mkdir(parents=True, exist_ok=True)
         folder = Path(
@@ -243,7 +257,7 @@ def predict_scene(
                 paths.quicklook,
                 model.class_names,
                 model.modality_names,
-                f"{final.classes.name}: {' + '.join(rasters)} ({result.predicted} tiles)",
+                f"{final.classes.name}: {' + '.join(sources)} ({result.predicted} tiles)",
                 quicklook_side,
             )
         move_into_place(paths, final)
@@ -286,6 +300,8 @@ def check_request(
     reference: str | None,
     overlap: float,
     probabilities: str | None,
+    batch_size: int | None = None,
+    workers: int | None = None,
 ) -> str:
     """Check the modalities and options; return the reference modality.
 
@@ -310,6 +326,10 @@ def check_request(
         )
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise ValueError(f"workers must be 0 (read in this process) or more, got {workers}")
     if probabilities not in (None, "float32", "uint8"):
         raise ValueError(f"probabilities must be float32 or uint8, got {probabilities!r}")
     return reference

@@ -66,20 +66,23 @@ def is_gdal_path(path: RasterPath) -> bool:
 
 
 def check_raster_path(name: str, path: RasterPath) -> str:
-    """The path as GDAL takes it, checked to exist (local) or to open (GDAL paths).
+    """The path as GDAL takes it, checked to exist and to open as a raster.
 
     Raises:
-        FileNotFoundError: naming the modality and the path.
+        FileNotFoundError: naming the modality and the path, for a missing local file or a GDAL
+            path GDAL cannot open.
+        ValueError: for a local file that is not a raster GDAL reads.
     """
-    if is_gdal_path(path):
-        try:
-            with rasterio.open(str(path)):
-                pass
-        except rasterio.errors.RasterioIOError as error:
-            raise FileNotFoundError(f"{name} raster cannot be opened: {path} ({error})") from None
-        return str(path)
-    if not Path(path).is_file():
+    gdal_path = is_gdal_path(path)
+    if not gdal_path and not Path(path).is_file():
         raise FileNotFoundError(f"{name} raster not found: {path}")
+    try:
+        with rasterio.open(str(path)):
+            pass
+    except rasterio.errors.RasterioIOError as error:
+        if gdal_path:
+            raise FileNotFoundError(f"{name} raster cannot be opened: {path} ({error})") from None
+        raise ValueError(f"{name} raster {path} is not a raster GDAL can read ({error})") from None
     return str(path)
 
 
@@ -168,6 +171,10 @@ def window_query(window: Window, grid: RasterGrid) -> GeoSlice:
     return slice(left, right, xres), slice(bottom, top, yres)
 
 
+class NoOverlapError(ValueError):
+    """A modality's files do not reach the grid's area."""
+
+
 @dataclass(frozen=True)
 class RasterFile:
     """One file of a modality.
@@ -232,7 +239,7 @@ class ModalityRaster(RasterDataset):
         scene = shapely.box(*grid_bounds(grid))
         if not any(shape.intersection(scene).area > 0 for shape in self.index.geometry):
             where = checked[0] if len(checked) == 1 else ", ".join(checked)
-            raise ValueError(f"{where} ({name}) does not overlap the reference raster's area")
+            raise NoOverlapError(f"{where} ({name}) does not overlap the area predicted")
         self._handles: dict[str, DatasetReader] = {}
         self._pid = os.getpid()
 
@@ -337,8 +344,16 @@ class ModalityRaster(RasterDataset):
         return data, valid
 
     def _read_bands(self, raster: RasterFile, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """The used bands of a window inside the file: ``float32 [C, h, w]`` and validity."""
-        read = self._handle(raster.path).read(self.indexes, window=window, masked=True)
+        """The used bands of a window inside the file: ``float32 [C, h, w]`` and validity.
+
+        Raises:
+            ValueError: naming the modality and the file when GDAL cannot read it (a damaged or
+                truncated file).
+        """
+        try:
+            read = self._handle(raster.path).read(self.indexes, window=window, masked=True)
+        except rasterio.errors.RasterioError as error:
+            raise ValueError(f"{self.name}: reading {raster.path} failed ({error})") from error
         values = np.asarray(read.data, dtype=np.float32)
         invalid = np.ma.getmaskarray(read).any(axis=0) | ~np.isfinite(values).all(axis=0)
         nodata = _nodata_mask(np.asarray(read.data), raster.nodata)
@@ -364,17 +379,22 @@ class ModalityRaster(RasterDataset):
         # Margin for the interpolation kernel, wider where the file is finer than the grid.
         shrink = max(float(spot.width) / max(width, 1), float(spot.height) / max(height, 1), 1.0)
         margin = 2 + math.ceil(2 * shrink)
-        col0 = max(math.floor(spot.col_off) - margin, 0)
-        row0 = max(math.floor(spot.row_off) - margin, 0)
-        col1 = min(math.ceil(spot.col_off + spot.width) + margin, raster.grid.width)
-        row1 = min(math.ceil(spot.row_off + spot.height) + margin, raster.grid.height)
-        if col1 <= col0 or row1 <= row0:
+        col0 = math.floor(spot.col_off) - margin
+        row0 = math.floor(spot.row_off) - margin
+        col1 = math.ceil(spot.col_off + spot.width) + margin
+        row1 = math.ceil(spot.row_off + spot.height) + margin
+        # The window is read whole, NaN beyond the file: GDAL sizes its kernel from the source
+        # window, so a window cut at the file's edge would smooth that tile differently.
+        clipped = clip_window(Window(col0, row0, col1 - col0, row1 - row0), raster.grid)
+        if clipped is None:
             return None
-        inside = Window(col0, row0, col1 - col0, row1 - row0)
-        values, holds = self._read_bands(raster, inside)
-        if not holds.any():
+        inside, (rows, cols) = clipped
+        read, holds_inside = self._read_bands(raster, inside)
+        if not holds_inside.any():
             return None
-        values[:, ~holds] = np.nan
+        values = np.full((len(self.indexes), row1 - row0, col1 - col0), np.nan, np.float32)
+        read[:, ~holds_inside] = np.nan
+        values[:, rows, cols] = read
         out = np.full((len(self.indexes), height, width), np.nan, dtype=np.float32)
         reproject(
             values,

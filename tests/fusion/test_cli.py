@@ -12,11 +12,12 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 
-from fusion.cli import COMMANDS, main, run
+from fusion.cli import COMMANDS, main, run, user_error_message
 from fusion.run.budget import TimeBudget
 from fusion.run.hardware import Hardware
-from tests.fusion.scene.scenes import save_checkpoint, tiny_task
+from tests.fusion.scene.scenes import save_checkpoint, tiny_task, write_s1
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -249,6 +250,54 @@ def test_bad_input_ends_in_one_clear_line(tmp_path: Path, capsys: pytest.Capture
     assert "modality 'dem' is not one of the checkpoint's modalities (s1, s2)" in line
     line = one_line_error(capsys, [*scene, "--s1", str(tmp_path / "s1.tif")])
     assert line.endswith(f"s1 raster not found: {tmp_path / 's1.tif'}")
+    (tmp_path / "notes.tif").write_text("not a raster")
+    line = one_line_error(capsys, [*scene, "--s1", str(tmp_path / "notes.tif")])
+    assert f"s1 raster {tmp_path / 'notes.tif'} is not a raster GDAL can read" in line
+    s1 = write_s1(tmp_path / "s1.tif", 40, 40)
+    for option, value, message in (
+        ("--tile_size", "0", "tile size must be positive, got 0"),
+        ("--batch_size", "0", "batch size must be at least 1, got 0"),
+        ("--workers", "-1", "workers must be 0 (read in this process) or more, got -1"),
+        ("--device", "foo", "unknown device 'foo'"),
+    ):
+        line = one_line_error(capsys, [*scene, "--s1", str(s1), option, value])
+        assert message in line, line
+    # Not a checkpoint, or a damaged one: said so, naming the file.
+    for name, content in (("map.ckpt", s1.read_bytes()), ("empty.ckpt", b"")):
+        (tmp_path / name).write_bytes(content)
+        line = one_line_error(capsys, ["export", "--ckpt_path", str(tmp_path / name), "--out", "x"])
+        assert f"{tmp_path / name} is not a PyTorch checkpoint" in line
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(checkpoint.read_bytes()[:20000])
+    line = one_line_error(capsys, ["export", "--ckpt_path", str(truncated), "--out", "x"])
+    assert f"{truncated} is not a PyTorch checkpoint" in line and "truncated" in line
+    # A constructor argument the model does not take: jsonargparse's reason, on one line.
+    line = one_line_error(
+        capsys,
+        ["fit", *config, "--data.root", str(tmp_path), "--model.init_args.num_querie", "5"],
+    )
+    assert line.endswith("Option 'num_querie' is not accepted")
+
+
+class FailingTiles(torch.utils.data.Dataset):
+    """A dataset whose reading fails, as a damaged raster does in a loader worker."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        raise ValueError("s2: reading /data/tile.tif failed (TIFFReadEncodedTile() failed)")
+
+
+def test_an_error_in_a_loader_worker_keeps_its_own_message() -> None:
+    loader = torch.utils.data.DataLoader(FailingTiles(), num_workers=1)
+    with pytest.raises(ValueError) as caught:
+        next(iter(loader))
+    assert str(caught.value).startswith("Caught ValueError in DataLoader worker process 0")
+    assert user_error_message(caught.value) == (
+        "s2: reading /data/tile.tif failed (TIFFReadEncodedTile() failed)"
+    )
+    assert user_error_message(RuntimeError("a bug")) is None  # shown with its traceback
 
 
 def test_debug_shows_the_traceback(

@@ -95,3 +95,22 @@ def test_a_flat_dem_is_not_reported(tmp_path: Path) -> None:
     high = write(tmp_path / "high.tif", (flat + 3000).astype(np.float32), UTM, affine, np.nan)
     alps = ModalityRaster("dem", high, Quadruplets.all_modalities["dem"], reference_grid(high))
     assert len(value_range_warnings({"dem": alps}, data)) == 1  # 12 standard deviations up
+
+
+def test_only_the_area_predicted_is_checked(tmp_path: Path) -> None:
+    # Values far off on the right half of the files (snow, say); a grid on the left half
+    # alone is not reported, the whole scene is.
+    from fusion.scene.sources import crop_grid, grid_bounds
+
+    cls = Sen1Floods11Chip
+    s1, s2 = realistic(cls, np.random.default_rng(5))
+    s2[:, :, 32:] = 9000
+    found = sources(tmp_path, s1, s2, cls)
+    assert len(value_range_warnings(found, dataset(cls))) == 1
+    left, bottom, right, top = grid_bounds(found["s1"].grid)
+    half = crop_grid(found["s1"].grid, (left, bottom, (left + right) / 2, top))
+    cropped = {
+        name: ModalityRaster(name, source.path, cls.all_modalities[name], half)
+        for name, source in found.items()
+    }
+    assert value_range_warnings(cropped, dataset(cls)) == []

@@ -232,3 +232,34 @@ def test_warns_about_values_far_from_training(files: dict, tmp_path: Path, caplo
         result = run(files, tmp_path / "map.tif", "--s1", str(linear), "--quiet", "--no-quicklook")
     assert len(result.warnings) == 1 and "s1_linear.tif" in result.warnings[0]
     assert result.warnings[0] in caplog.text
+
+
+def test_a_modality_outside_the_bounds_is_left_out_with_a_warning(
+    files: dict, tmp_path: Path
+) -> None:
+    # S2 covers only the left third; --bounds on the right predicts from S1 alone.
+    with rasterio.open(files["s2"]) as src:  # its left third, as a file of that extent
+        data, profile = src.read(), src.profile
+    data = data[:, :, : data.shape[2] // 3]
+    profile.update(width=data.shape[2])
+    left = tmp_path / "s2_left.tif"
+    with rasterio.open(left, "w", **profile) as dst:
+        dst.write(data)
+    left_edge, top = ORIGIN
+    bounds = (left_edge + 400, top - 480, left_edge + 640, top)
+    result = run(files, tmp_path / "map.tif", "--s1", str(files["s1"]), "--s2", str(left),
+                 "--bounds", *map(str, bounds), "--quiet", "--no-quicklook")  # fmt: skip
+    assert result.subsets == {("s1",): result.predicted} and result.predicted > 0
+    assert any("s2" in w and "outside --bounds" in w for w in result.warnings)
+    with pytest.raises(ValueError, match="does not overlap the area predicted"):
+        run(
+            files,
+            tmp_path / "ref.tif",
+            "--s2",
+            str(left),
+            "--s1",
+            str(files["s1"]),
+            "--bounds",
+            *map(str, bounds),
+            "--quiet",
+        )  # fmt: skip  (the reference itself)

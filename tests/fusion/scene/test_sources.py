@@ -5,6 +5,7 @@ import pytest
 import rasterio
 import rasterio.io
 import rasterio.shutil
+import rasterio.warp
 from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 
@@ -237,3 +238,37 @@ def test_bounds_crop_and_resolution_resample_the_grid(tmp_path: Path) -> None:
         crop_grid(grid, (left, bottom, left, top))
     with pytest.raises(ValueError, match="positive"):
         resample_grid(grid, 0)
+
+
+def test_tiles_at_a_file_edge_are_warped_as_the_whole_scene(tmp_path: Path) -> None:
+    # A 3 m file (finer than the 10 m grid) whose edges lie inside the scene: every tile, at
+    # the edge or not, must equal one warp of the whole file padded with no data (GDAL sizes
+    # its smoothing from the source window; a window cut at the file's edge smoothed less).
+    grid = reference_grid(write_s1(tmp_path / "s1.tif", 96, 64))
+    data = np.random.default_rng(0).normal(-15, 3, (2, 200, 250)).astype(np.float32)
+    affine = from_origin(ORIGIN[0] + 95, ORIGIN[1] - 47, 3.0, 3.0)  # edges off the pixel grid
+    fine = ModalityRaster("s1", write(tmp_path / "fine.tif", data, UTM, affine, np.nan), S1, grid)
+    pad = 50
+    whole = np.full((2, grid.height, grid.width), np.nan, np.float32)
+    rasterio.warp.reproject(
+        np.pad(data, ((0, 0), (pad, pad), (pad, pad)), constant_values=np.nan),
+        whole,
+        src_transform=affine * rasterio.Affine.translation(-pad, -pad),
+        src_crs=UTM,
+        src_nodata=np.nan,
+        dst_transform=grid.transform,
+        dst_crs=UTM,
+        dst_nodata=np.nan,
+        resampling=rasterio.enums.Resampling.bilinear,
+    )
+    for row in range(0, 64 - 16, 8):
+        for col in range(0, 96 - 16, 8):
+            read = fine.read_window(rasterio.windows.Window(col, row, 16, 16))
+            expected = whole[:, row : row + 16, col : col + 16]
+            holds = np.isfinite(expected).all(axis=0)
+            if read is None:
+                assert not holds.any()
+                continue
+            values, valid = read
+            np.testing.assert_array_equal(valid, holds)
+            np.testing.assert_allclose(values[:, valid], expected[:, holds], atol=1e-4)
