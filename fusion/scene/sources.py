@@ -414,15 +414,34 @@ class ModalityRaster(RasterDataset):
     def read_window(self, window: Window) -> tuple[np.ndarray, np.ndarray] | None:
         """One reference-pixel window of the modality, in the file's units.
 
+        Reads what ``self[query]`` (TorchGeo's ``__getitem__``) reads, but finds the files under
+        the window from their bounding boxes directly: TorchGeo's GeoDataFrame query costs
+        about 2 ms a call, which in a loader worker is CPU taken from the model.
+
         Returns:
             ``data`` ``float32 [C, h, w]`` (the bands the training loader reads) and ``valid``
             ``bool [h, w]``; None when the window misses every file's footprint.
         """
-        try:
-            image = self[window_query(window, self.grid)]["image"].numpy()
-        except IndexError:
+        x, y = window_query(window, self.grid)
+        overlapping = [
+            path
+            for path, (left, bottom, right, top) in self.footprints
+            if left <= x.stop and right >= x.start and bottom <= y.stop and top >= y.start
+        ]
+        if not overlapping:
             return None
+        image = self._merge_files(overlapping, (x, y)).numpy()
         return image[:-1], image[-1] > 0.5
+
+    @property
+    def footprints(self) -> list[tuple[str, tuple[float, float, float, float]]]:
+        """Each file and its footprint's bounds in the grid's CRS, from TorchGeo's index."""
+        if "_footprints" not in self.__dict__:
+            self._footprints = [
+                (str(path), tuple(geometry.bounds))
+                for path, geometry in zip(self.index.filepath, self.index.geometry, strict=True)
+            ]
+        return self._footprints
 
     def close(self) -> None:
         """Close this process's open files."""

@@ -18,6 +18,7 @@ from fusion.scene.sources import (
     reference_grid,
     resample_grid,
     tile_windows,
+    window_query,
 )
 from tests.fusion.scene.scenes import ORIGIN, PIXEL, UTM, pattern, write, write_s1, write_s2
 
@@ -272,3 +273,19 @@ def test_tiles_at_a_file_edge_are_warped_as_the_whole_scene(tmp_path: Path) -> N
             values, valid = read
             np.testing.assert_array_equal(valid, holds)
             np.testing.assert_allclose(values[:, valid], expected[:, holds], atol=1e-4)
+
+
+def test_read_window_reads_what_torchgeo_s_query_reads(tmp_path: Path) -> None:
+    grid = reference_grid(write_s1(tmp_path / "s1.tif", 96, 64))
+    s2 = ModalityRaster("s2", write_s2(tmp_path / "s2.tif", 40, 30), S2, grid)  # a corner only
+    for col, row in ((0, 0), (30, 20), (60, 40), (-20, -20), (200, 0)):
+        window = rasterio.windows.Window(col, row, 32, 32)
+        read = s2.read_window(window)
+        try:
+            image = s2[window_query(window, grid)]["image"].numpy()
+        except IndexError:
+            assert read is None
+            continue
+        assert read is not None
+        np.testing.assert_array_equal(read[0], image[:-1])
+        np.testing.assert_array_equal(read[1], image[-1] > 0.5)
