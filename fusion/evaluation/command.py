@@ -85,7 +85,7 @@ from fusion.evaluation.submission import (
     write_submission_record,
 )
 from fusion.evaluation.subsets import SubsetResult, evaluate_subsets, write_subset_tables
-from fusion.run.model_file import load_checkpoint
+from fusion.run.model_file import add_checkpoint_options, load_checkpoint
 
 
 def load_weights(model: L.LightningModule, checkpoint: Path, trust: bool = False) -> None:
@@ -153,17 +153,7 @@ def main(argv: list[str]) -> list:
     from fusion.run.lightning import build_cli
 
     parser = argparse.ArgumentParser(prog="fusion evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--ckpt_path",
-        type=Path,
-        required=True,
-        help="checkpoint to evaluate, or a model folder of `fusion export`",
-    )
-    parser.add_argument(
-        "--trust_checkpoint",
-        action="store_true",
-        help="load a checkpoint that needs unpickling (can run code: only files you trust)",
-    )
+    add_checkpoint_options(parser, "checkpoint to evaluate, or a model folder of `fusion export`")
     parser.add_argument("--out_dir", type=Path, default=None, help="where to write the tables")
     parser.add_argument("--stage", choices=("test", "validate"), default="test")
     parser.add_argument(

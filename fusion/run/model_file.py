@@ -289,6 +289,16 @@ def _commit() -> str | None:
         return None
 
 
+def add_checkpoint_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--ckpt_path`` (described by ``what``) and ``--trust_checkpoint`` to a command."""
+    parser.add_argument("--ckpt_path", type=Path, required=True, help=what)
+    parser.add_argument(
+        "--trust_checkpoint",
+        action="store_true",
+        help="load a checkpoint that needs unpickling (can run code: only files you trust)",
+    )
+
+
 def main(argv: Sequence[str] = ()) -> Path:
     """``fusion export``: write a checkpoint as a model folder safe to share.
 
@@ -301,18 +311,13 @@ def main(argv: Sequence[str] = ()) -> Path:
         "and a JSON card (task, modalities, normalization, classes, data pipeline, commit).",
         allow_abbrev=False,
     )
-    parser.add_argument("--ckpt_path", type=Path, required=True, help="the Lightning checkpoint")
+    add_checkpoint_options(parser, "the Lightning checkpoint")
     parser.add_argument("--out", type=Path, required=True, help="the model folder to write")
     parser.add_argument(
         "--config",
         type=Path,
         default=None,
         help="the run's config.yaml (default: the one beside the checkpoint's folder)",
-    )
-    parser.add_argument(
-        "--trust_checkpoint",
-        action="store_true",
-        help="read a checkpoint that needs unpickling (can run code: only files you trust)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
     args = parser.parse_args(list(argv))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fusion.run.model_file import add_checkpoint_options
 from fusion.scene.pipeline import load_scene_model
 from fusion.scene.predict import SceneResult, predict_scene
 
@@ -29,17 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="--<modality> PATH: a raster of that modality (e.g. --s1 s1.tif --s2 s2.tif).",
         allow_abbrev=False,
     )
-    parser.add_argument(
-        "--ckpt_path",
-        type=Path,
-        required=True,
-        help="segmentation checkpoint, or a model folder of `fusion export`",
-    )
-    parser.add_argument(
-        "--trust_checkpoint",
-        action="store_true",
-        help="load a checkpoint that needs unpickling (can run code: only files you trust)",
-    )
+    add_checkpoint_options(parser, "segmentation checkpoint, or a model folder of `fusion export`")
     parser.add_argument("--out", type=Path, required=True, help="class map to write (.tif)")
     parser.add_argument(
         "--reference", default=None, help="modality whose grid the maps use (default: first)"

@@ -224,8 +224,6 @@ def predict_scene(
             disable=not progress,
         )
         predict_tiles(model, bar, accumulator, result.batch_size, result)
-        for source in sources.values():
-            source.close()
         writer = stack.enter_context(
             SceneWriter(
                 folder,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,25 +66,25 @@ def is_gdal_path(path: RasterPath) -> bool:
     return path_is_vsi(str(path))
 
 
-def check_raster_path(name: str, path: RasterPath) -> str:
-    """The path as GDAL takes it, checked to exist and to open as a raster.
+@contextmanager
+def open_raster(name: str, path: RasterPath) -> Iterator[DatasetReader]:
+    """Open a modality's raster, with errors that name the modality and the path.
 
     Raises:
-        FileNotFoundError: naming the modality and the path, for a missing local file or a GDAL
-            path GDAL cannot open.
+        FileNotFoundError: for a missing local file or a GDAL path GDAL cannot open.
         ValueError: for a local file that is not a raster GDAL reads.
     """
     gdal_path = is_gdal_path(path)
     if not gdal_path and not Path(path).is_file():
         raise FileNotFoundError(f"{name} raster not found: {path}")
     try:
-        with rasterio.open(str(path)):
-            pass
+        src = rasterio.open(str(path))
     except rasterio.errors.RasterioIOError as error:
         if gdal_path:
             raise FileNotFoundError(f"{name} raster cannot be opened: {path} ({error})") from None
         raise ValueError(f"{name} raster {path} is not a raster GDAL can read ({error})") from None
-    return str(path)
+    with src:
+        yield src
 
 
 def reference_grid(path: RasterPath, name: str = "reference") -> RasterGrid:
@@ -93,8 +94,7 @@ def reference_grid(path: RasterPath, name: str = "reference") -> RasterGrid:
         FileNotFoundError: if the file does not exist (or GDAL cannot open a GDAL path).
         ValueError: if it has no CRS or a rotated (not north-up) transform.
     """
-    path = check_raster_path(name, path)
-    with rasterio.open(path) as src:
+    with open_raster(name, path) as src:
         grid = RasterGrid(src.width, src.height, src.crs, src.transform)
     if grid.crs is None:
         raise ValueError(f"{path} has no CRS: a scene raster must be georeferenced")
@@ -223,7 +223,7 @@ class ModalityRaster(RasterDataset):
         given = [paths] if isinstance(paths, str | Path) else list(paths)
         if not given:
             raise ValueError(f"no raster given for the {name} modality")
-        checked = [check_raster_path(name, path) for path in given]
+        checked = [str(path) for path in given]
         repeated = sorted({path for path in checked if checked.count(path) > 1})
         if repeated:
             raise ValueError(f"{repeated[0]} is given twice for the {name} modality")
@@ -248,7 +248,7 @@ class ModalityRaster(RasterDataset):
         name: str, path: str, modality: Modality, expected: int, grid: RasterGrid
     ) -> RasterFile:
         """Check one file and note its grid and no-data value."""
-        with rasterio.open(path) as src:
+        with open_raster(name, path) as src:
             if src.count != expected:
                 raise ValueError(
                     f"{path}: the {name} modality has {expected} band(s) in its files, "
